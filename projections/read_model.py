@@ -1,0 +1,147 @@
+"""The read model's tables, views and macros (DuckDB DDL); every statement is idempotent."""
+
+from __future__ import annotations
+
+DEFAULT_EXPERIMENT_ID = "0"
+DEFAULT_EXPERIMENT_NAME = "Default"
+SCHEMA_REVISION = 1
+
+DDL: tuple[str, ...] = (
+    # Where the projector stands: the next offset of each partition, written in the same
+    # transaction as the changes of the batch that moved it.
+    """CREATE TABLE IF NOT EXISTS projector_offsets (
+        topic VARCHAR NOT NULL,
+        partition INTEGER NOT NULL,
+        next_offset BIGINT NOT NULL,
+        PRIMARY KEY (topic, partition))""",
+    # Event ids already applied: a client that resends an event it could not confirm
+    # (after a broker outage) must not count it twice.
+    """CREATE TABLE IF NOT EXISTS applied_events (event_id VARCHAR PRIMARY KEY)""",
+    """CREATE TABLE IF NOT EXISTS read_model_meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS experiments (
+        experiment_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        artifact_location VARCHAR,
+        lifecycle_stage VARCHAR NOT NULL DEFAULT 'active',
+        creation_time BIGINT,
+        last_update_time BIGINT,
+        deleted_time BIGINT,
+        -- TRUE while only a run has named it: its experiment.created is on another
+        -- partition and not applied yet.
+        placeholder BOOLEAN NOT NULL DEFAULT FALSE)""",
+    """CREATE TABLE IF NOT EXISTS experiment_tags (
+        experiment_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        value VARCHAR,
+        PRIMARY KEY (experiment_id, key))""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY,
+        experiment_id VARCHAR NOT NULL,
+        name VARCHAR,
+        user_id VARCHAR,
+        source_name VARCHAR,
+        source_type VARCHAR,
+        entry_point VARCHAR,
+        git_commit VARCHAR,
+        git_dirty BOOLEAN,
+        git_remote VARCHAR,
+        status VARCHAR NOT NULL,
+        start_time BIGINT,
+        end_time BIGINT,
+        lifecycle_stage VARCHAR NOT NULL DEFAULT 'active',
+        deleted_time BIGINT,
+        parent_run_id VARCHAR,
+        artifact_uri VARCHAR,
+        python_version VARCHAR,
+        packages VARCHAR[],
+        command_line VARCHAR[],
+        host VARCHAR,
+        has_model BOOLEAN NOT NULL DEFAULT FALSE)""",
+    """CREATE TABLE IF NOT EXISTS params (
+        run_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        PRIMARY KEY (run_id, key))""",
+    # A param is set once; a later, different value is refused here and recorded for an
+    # operator to see, whatever order the log is replayed in (first in log order wins).
+    """CREATE TABLE IF NOT EXISTS param_conflicts (
+        run_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        kept_value VARCHAR,
+        rejected_value VARCHAR,
+        event_id VARCHAR NOT NULL,
+        event_time BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS tags (
+        run_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        PRIMARY KEY (run_id, key))""",
+    # Every point ever logged, except exact duplicates of (run, key, step, timestamp, value).
+    """CREATE TABLE IF NOT EXISTS metric_history (
+        run_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        step BIGINT NOT NULL,
+        timestamp BIGINT NOT NULL,
+        value DOUBLE NOT NULL)""",
+    # One row per (run, key), merged batch by batch; see projections/metric_merge.py.
+    """CREATE TABLE IF NOT EXISTS metric_summary (
+        run_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        min_value DOUBLE,
+        max_value DOUBLE,
+        latest_value DOUBLE NOT NULL,
+        latest_step BIGINT NOT NULL,
+        latest_timestamp BIGINT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (run_id, key))""",
+    """CREATE TABLE IF NOT EXISTS artifacts (
+        run_id VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,
+        size BIGINT NOT NULL,
+        digest VARCHAR NOT NULL,
+        is_model BOOLEAN NOT NULL,
+        logged_time BIGINT,
+        PRIMARY KEY (run_id, path))""",
+    # Runs removed for good; restoring one is an error that says so.
+    """CREATE TABLE IF NOT EXISTS purged_runs (
+        run_id VARCHAR PRIMARY KEY,
+        purged_time BIGINT)""",
+    # Events that reached the projector but could not be applied (unknown run, ...).
+    """CREATE TABLE IF NOT EXISTS rejected_events (
+        event_id VARCHAR,
+        type VARCHAR,
+        run_id VARCHAR,
+        reason VARCHAR,
+        partition INTEGER,
+        "offset" BIGINT)""",
+    """CREATE OR REPLACE VIEW active_runs AS
+        SELECT * FROM runs WHERE lifecycle_stage = 'active'""",
+    # Time is data: the window's edges are arguments, never the clock.
+    """CREATE OR REPLACE MACRO runs_deleted_within(as_of_ms, window_ms) AS TABLE
+        SELECT * FROM runs
+        WHERE lifecycle_stage = 'deleted' AND deleted_time > as_of_ms - window_ms""",
+    """CREATE OR REPLACE MACRO runs_past_retention(as_of_ms, window_ms) AS TABLE
+        SELECT * FROM runs
+        WHERE lifecycle_stage = 'deleted' AND deleted_time <= as_of_ms - window_ms""",
+    f"""INSERT INTO experiments (experiment_id, name, lifecycle_stage, creation_time,
+            last_update_time, placeholder)
+        VALUES ('{DEFAULT_EXPERIMENT_ID}', '{DEFAULT_EXPERIMENT_NAME}', 'active', 0, 0, FALSE)
+        ON CONFLICT DO NOTHING""",
+    f"""INSERT INTO read_model_meta VALUES ('schema_revision', '{SCHEMA_REVISION}')
+        ON CONFLICT DO NOTHING""",
+)
+
+# Tables whose content is the projection (everything but the projector's own bookkeeping);
+# a rebuild or a crash test compares these.
+PROJECTED_TABLES: tuple[str, ...] = (
+    "experiments",
+    "experiment_tags",
+    "runs",
+    "params",
+    "param_conflicts",
+    "tags",
+    "metric_history",
+    "metric_summary",
+    "artifacts",
+    "purged_runs",
+)

@@ -1,0 +1,250 @@
+"""The projector loop: Kafka batches -> projections -> one DuckDB transaction with the offsets."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from confluent_kafka import Message
+
+from runstream.kafka_log import (
+    BatchConsumer,
+    DeadLetters,
+    DecodedMessage,
+    Position,
+    decode_messages,
+    partition_count,
+)
+from runstream.projections.apply_events import BatchResult, Rejected, apply_batch
+from runstream.read_store import ReadStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectorStats:
+    batches: int = 0
+    events: int = 0
+    points: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    last_batch_at: float = 0.0
+
+
+class Projector:
+    """Consumes the events topic into the read model with exactly-once effect.
+
+    Each batch is applied in one DuckDB transaction that also stores every partition's
+    next offset; on start the loop seeks to those stored offsets, not to the consumer
+    group's. A crash anywhere therefore leaves the read model equal to a replay of the
+    log up to the stored offsets.
+    """
+
+    def __init__(
+        self,
+        store: ReadStore,
+        bootstrap: str,
+        topic: str,
+        dead_letter_topic: str,
+        *,
+        group_id: str = "runstream-projector",
+        batch_max_messages: int = 2000,
+        batch_max_ms: int = 50,
+    ) -> None:
+        self.store = store
+        self.topic = topic
+        self.bootstrap = bootstrap
+        self.batch_max_messages = batch_max_messages
+        self.batch_max_s = batch_max_ms / 1000
+        self.consumer = BatchConsumer(bootstrap, topic, group_id)
+        self.dead_letters = DeadLetters.connect(bootstrap, dead_letter_topic)
+        self.stats = ProjectorStats()
+        self.partitions = list(range(partition_count(bootstrap, topic)))
+        self._applied: dict[int, int] = store.next_offsets(topic)
+        self._high: dict[int, int] = {}
+        self._high_checked = 0.0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.consumer.assign_from(self._applied, self.partitions)
+
+    # -------------------------------------------------------------- life cycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="projector", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.consumer.close()
+        self.dead_letters.flush(5)
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.step()
+        except BaseException as exc:  # surfaced through /health, never swallowed
+            self.error = exc
+            log.exception("projector stopped")
+            with self._cond:
+                self._cond.notify_all()
+            raise
+
+    # ---------------------------------------------------------------- one batch
+
+    def step(self) -> int:
+        """Consume and apply one batch; return the number of messages it held."""
+        messages = self.consumer.batch(self.batch_max_messages, self.batch_max_s)
+        self._refresh_high_watermarks()
+        if not messages:
+            return 0
+        decoded = decode_messages(messages, self.dead_letters)
+        next_offsets = _next_offsets(messages)
+        result = self._apply(decoded, next_offsets)
+        by_id = {d.event.event_id: d for d in decoded}
+        for rejected in result.rejected:
+            origin = by_id.get(rejected.event.event_id)
+            self.stats.rejected[rejected.reason] += 1
+            if origin is not None:
+                self._dead_letter_event(messages, origin, rejected.reason)
+        self.stats.batches += 1
+        self.stats.events += result.applied
+        self.stats.points += result.points
+        self.stats.duplicates += result.duplicates
+        self.stats.last_batch_at = time.time()
+        with self._cond:
+            self._applied.update(next_offsets)
+            self._cond.notify_all()
+        self.consumer.commit_advisory(next_offsets)
+        return len(messages)
+
+    def _apply(self, decoded: list[DecodedMessage], next_offsets: dict[int, int]) -> BatchResult:
+        cur = self.store.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                result = apply_batch(cur, [d.event for d in decoded])
+                _store_offsets(cur, self.topic, next_offsets)
+                # Dead letters are durable before the offsets that skip them commit.
+                self.dead_letters.flush()
+                cur.execute("COMMIT")
+                return result
+            except Exception:
+                cur.execute("ROLLBACK")
+                if len(decoded) <= 1:
+                    raise
+            # One bad event must not stop the log: apply one event per transaction and
+            # dead-letter the one that fails on its own.
+            return self._apply_one_by_one(decoded, next_offsets)
+        finally:
+            cur.close()
+
+    def _apply_one_by_one(
+        self, decoded: list[DecodedMessage], next_offsets: dict[int, int]
+    ) -> BatchResult:
+        total = BatchResult()
+        for item in decoded:
+            c = self.store.cursor()
+            try:
+                c.execute("BEGIN TRANSACTION")
+                r = apply_batch(c, [item.event])
+                _store_offsets(c, self.topic, {item.position.partition: item.position.offset + 1})
+                c.execute("COMMIT")
+            except Exception as exc:  # noqa: BLE001 - the failing event is the evidence
+                c.execute("ROLLBACK")
+                log.exception("event %s cannot be applied", item.event.event_id)
+                total.rejected.append(Rejected(item.event, f"apply_error:{type(exc).__name__}"))
+                continue
+            finally:
+                c.close()
+            total.applied += r.applied
+            total.points += r.points
+            total.duplicates += r.duplicates
+            total.rejected.extend(r.rejected)
+        c = self.store.cursor()
+        try:
+            c.execute("BEGIN TRANSACTION")
+            _store_offsets(c, self.topic, next_offsets)
+            self.dead_letters.flush()
+            c.execute("COMMIT")
+        finally:
+            c.close()
+        return total
+
+    def _dead_letter_event(
+        self, messages: list[Message], origin: DecodedMessage, reason: str
+    ) -> None:
+        for msg in messages:
+            if msg.partition() == origin.position.partition and msg.offset() == origin.position.offset:
+                self.dead_letters.send(msg, reason, f"event {origin.event.event_id} not applied")
+                return
+
+    # ----------------------------------------------------------- positions, lag
+
+    def applied_offsets(self) -> dict[int, int]:
+        with self._cond:
+            return dict(self._applied)
+
+    def wait_for(self, positions: list[Position], timeout_s: float) -> bool:
+        """Block until every position is applied (read-your-writes); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                if all(self._applied.get(p.partition, 0) > p.offset for p in positions):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.error is not None:
+                    return False
+                self._cond.wait(remaining)
+
+    def _refresh_high_watermarks(self) -> None:
+        now = time.monotonic()
+        if now - self._high_checked < 1.0:
+            return
+        self._high_checked = now
+        try:
+            self._high = self.consumer.high_watermarks(self.partitions, timeout_s=1.0)
+        except Exception as exc:  # noqa: BLE001 - lag is informative only
+            log.debug("high watermarks unavailable: %s", exc)
+
+    def lag(self) -> dict[str, object]:
+        applied = self.applied_offsets()
+        partitions = {}
+        total = 0
+        for p in self.partitions:
+            high = self._high.get(p)
+            done = applied.get(p, 0)
+            lag = None if high is None else max(0, high - done)
+            total += lag or 0
+            partitions[str(p)] = {
+                "next_offset": done,
+                "last_applied_offset": done - 1 if done else None,
+                "high_watermark": high,
+                "lag": lag,
+            }
+        return {"total": total, "partitions": partitions}
+
+
+def _next_offsets(messages: list[Message]) -> dict[int, int]:
+    nxt: dict[int, int] = {}
+    for msg in messages:
+        p, o = msg.partition(), msg.offset()
+        if o + 1 > nxt.get(p, -1):
+            nxt[p] = o + 1
+    return nxt
+
+
+def _store_offsets(cur: object, topic: str, next_offsets: dict[int, int]) -> None:
+    for partition, offset in next_offsets.items():
+        cur.execute(  # type: ignore[attr-defined]
+            "INSERT INTO projector_offsets VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
+            "next_offset = greatest(projector_offsets.next_offset, excluded.next_offset)",
+            [topic, partition, offset],
+        )
+

@@ -1,0 +1,63 @@
+"""The broker fixture in each of its modes: environment, container, local Java."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runstream.deploy.brokers import (
+    ExternalBroker,
+    LocalKafka,
+    docker_engine_answers,
+    provision_broker,
+)
+from runstream.kafka_log import EventProducer, ensure_topics
+from tests.event_factory import one_of_each
+from tests.integration.test_event_log import _consume_all
+
+pytestmark = pytest.mark.broker
+
+
+def test_external_mode_uses_the_address_from_the_environment(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RUNSTREAM_KAFKA_BOOTSTRAP", bootstrap)
+    broker = provision_broker(tmp_path, mode="auto")
+    assert isinstance(broker, ExternalBroker) and broker.bootstrap == bootstrap
+    assert not list(tmp_path.iterdir()), "an external broker must not start anything locally"
+
+
+def test_container_mode(tmp_path: Path) -> None:
+    answers, why = docker_engine_answers()
+    if not answers:
+        pytest.skip(f"container broker not testable here: {why}")
+    broker = provision_broker(tmp_path, mode="container")
+    try:
+        EventProducer(broker.bootstrap, "x")  # reachable
+        assert broker.kind == "container"
+    finally:
+        broker.stop()
+
+
+def test_local_mode_keeps_every_event_across_a_restart(tmp_path: Path) -> None:
+    kafka = LocalKafka(tmp_path / "kafka").start()
+    try:
+        assert kafka.process is not None
+        ensure_topics(kafka.bootstrap, "keep.events", "keep.dlq", partitions=2, replication_factor=1)
+        events = one_of_each()
+        EventProducer(kafka.bootstrap, "keep.events").publish_and_wait(events)
+    finally:
+        kafka.stop()
+    assert kafka.process is not None and kafka.process.poll() is not None, "stopped cleanly"
+    assert (tmp_path / "kafka" / "log" / "meta.properties").exists()
+
+    again = LocalKafka(tmp_path / "kafka").start()
+    try:
+        got = _consume_all(again.bootstrap, "keep.events", len(events))
+        assert sorted(m.value() for m in got) == sorted(
+            __import__("runstream.schemas", fromlist=["encode_event"]).encode_event(e)
+            for e in events
+        )
+    finally:
+        again.stop()

@@ -1,0 +1,106 @@
+"""The event contract: round trips, version rules, and generated JSON Schema files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from runstream.schemas import (
+    EVENT_TYPES,
+    EventDecodeError,
+    MetricsLoggedBody,
+    decode_event,
+    encode_event,
+)
+from runstream.schemas.json_schema_export import JSON_DIR, rendered_schemas
+from tests.event_factory import one_of_each
+
+
+def _same(a: object, b: object) -> bool:
+    """Equality that treats NaN as equal to NaN (events carry NaN metric values)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def test_one_of_each_covers_every_event_type() -> None:
+    assert {e.type for e in one_of_each()} == set(EVENT_TYPES)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("event", one_of_each(), ids=lambda e: e.type)
+def test_every_event_round_trips(event: object) -> None:
+    decoded = decode_event(encode_event(event))  # type: ignore[arg-type]
+    assert type(decoded) is type(event)
+    assert _same(decoded.model_dump(mode="json"), event.model_dump(mode="json"))  # type: ignore[attr-defined]
+
+
+def test_nan_and_infinities_survive_as_strings_on_the_wire() -> None:
+    event = next(e for e in one_of_each() if e.type == "metrics.logged")  # type: ignore[attr-defined]
+    wire = encode_event(event)
+    assert b'"NaN"' in wire and b'"Infinity"' in wire and b'"-Infinity"' in wire
+    values = decode_event(wire).body.values  # type: ignore[attr-defined]
+    assert values[0] == 1.0 and math.isnan(values[1])
+    assert values[2] == math.inf and values[3] == -math.inf
+    json.loads(wire)  # strict JSON: no bare NaN literals
+
+
+def test_unknown_fields_are_ignored() -> None:
+    event = one_of_each()[0]
+    raw = json.loads(encode_event(event))
+    raw["added_in_1_1"] = {"anything": 1}
+    raw["body"]["also_new"] = [1, 2]
+    raw["schema_minor"] = 7
+    decoded = decode_event(json.dumps(raw))
+    assert decoded.event_id == event.event_id
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "invalid_envelope"),
+        (b'{"type": "run.created"}', "invalid_envelope"),
+        (b'{"schema_version": 1, "type": "run.teleported", "event_id": "x", "event_time_ms": 1}',
+         "unknown_type"),
+        (b'{"schema_version": 2, "type": "run.created", "event_id": "x", "event_time_ms": 1}',
+         "unknown_major_version"),
+        (b'{"schema_version": 1, "type": "tag.set", "event_id": "x", "event_time_ms": 1, '
+         b'"run_id": "r", "body": {"value": "v"}}', "invalid_event"),
+        (b"\xff\xfe", "invalid_json"),
+    ],
+)
+def test_malformed_messages_get_a_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(payload)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"keys": ["a"], "key_index": [0, 0], "values": [1.0], "steps": [0], "timestamps": [0]},
+        {"keys": ["a"], "key_index": [1], "values": [1.0], "steps": [0], "timestamps": [0]},
+        {"keys": ["a"], "key_index": [], "values": [], "steps": [], "timestamps": []},
+        {"keys": [], "key_index": [0], "values": [1.0], "steps": [0], "timestamps": [0]},
+    ],
+)
+def test_inconsistent_metric_columns_are_refused(body: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        MetricsLoggedBody.model_validate(body)
+
+
+def test_metric_batch_points_round_trip() -> None:
+    pts = [("a", 1.0, 0, 10), ("b", 2.0, 0, 10), ("a", 3.0, 1, 11)]
+    body = MetricsLoggedBody.from_points(pts)
+    assert body.keys == ["a", "b"] and body.key_index == [0, 1, 0]
+    assert body.points() == pts
+
+
+def test_json_schema_files_are_up_to_date() -> None:
+    expected = rendered_schemas()
+    on_disk = {p.name: p.read_text() for p in JSON_DIR.glob("*.json")}
+    assert set(on_disk) == set(expected), (
+        "schemas/json is stale: run python -m runstream.schemas.json_schema_export"
+    )
+    for name, text in expected.items():
+        assert on_disk[name] == text, f"{name} is stale: run python -m runstream.schemas.json_schema_export"
