@@ -95,6 +95,13 @@ def test_up_serves_health_stops_on_sigterm_and_keeps_events(tmp_path: Path) -> N
         health = _wait_healthy(proc, port)
         parts = health["lag"]["partitions"]
         assert sum(p["next_offset"] for p in parts.values()) == len(events)
+        # The log itself still holds them (the high watermarks are polled about once a second).
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            parts = (_health(port) or {"lag": {"partitions": {}}})["lag"]["partitions"]
+            if all(p["high_watermark"] is not None for p in parts.values()):
+                break
+            time.sleep(0.2)
         assert sum(p["high_watermark"] or 0 for p in parts.values()) == len(events)
     finally:
         out = _stop(proc)
