@@ -30,10 +30,9 @@ test: broker-jars  ## the whole test suite (starts its own Kafka broker)
 bench: broker-jars  ## benchmarks, printing their figures (slow)
 	$(BIN)/pytest tests/bench -s -p no:cacheprovider --override-ini addopts=
 
-lint: $(STAMP)  ## ruff, mypy on the pure packages, import contracts
+lint: $(STAMP)  ## ruff, and mypy on the pure packages (the import contract is a unit test)
 	$(BIN)/ruff check services schemas projections deploy tests
 	$(BIN)/mypy schemas projections
-	$(BIN)/lint-imports
 
 schemas: $(STAMP)  ## regenerate schemas/json from the event models
 	$(BIN)/python -m runstream.schemas.json_schema_export

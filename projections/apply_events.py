@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
-
 from runstream.projections.read_model import DDL
 from runstream.schemas import (
     ArtifactLogged,
@@ -437,7 +436,9 @@ def merge_metric_points(con: SqlConnection, points: pa.Table) -> None:
     try:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _points AS "
-            "SELECT DISTINCT run_id, key, step, timestamp, value FROM _incoming"
+            # "+ 0.0" turns -0.0 into 0.0: they are equal numbers, so one point, and which
+            # sign survived must not depend on arrival order.
+            "SELECT DISTINCT run_id, key, step, timestamp, value + 0.0 AS value FROM _incoming"
         )
     finally:
         con.unregister("_incoming")

@@ -1,0 +1,343 @@
+"""The fold of events into the read model, on hand-made batches (no broker)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from runstream.projections.apply_events import apply_batch, create_read_model
+from runstream.projections.read_model import PROJECTED_TABLES
+from runstream.schemas import (
+    ArtifactLogged,
+    ArtifactLoggedBody,
+    ExperimentCreated,
+    ExperimentCreatedBody,
+    ExperimentRenamed,
+    ExperimentRenamedBody,
+    RunDeleted,
+    RunEnded,
+    RunEndedBody,
+    RunPurged,
+    RunRestored,
+    TagDeleted,
+    TagDeletedBody,
+    TagSet,
+    TagSetBody,
+)
+from runstream.schemas.ids import experiment_id_for_name
+
+from tests.event_factory import T0, ev, metrics, params, run_created
+
+DAY = 86_400_000
+
+
+@pytest.fixture
+def con() -> duckdb.DuckDBPyConnection:
+    c = duckdb.connect()
+    create_read_model(c)
+    return c
+
+
+def apply(con: duckdb.DuckDBPyConnection, events: list) -> object:
+    con.execute("BEGIN")
+    result = apply_batch(con, events)
+    con.execute("COMMIT")
+    return result
+
+
+def summary(con: duckdb.DuckDBPyConnection, run: str, key: str) -> tuple:
+    return con.execute(
+        "SELECT min_value, max_value, latest_value, latest_step, latest_timestamp, count "
+        "FROM metric_summary WHERE run_id = ? AND key = ?",
+        [run, key],
+    ).fetchone()
+
+
+def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
+    out = {}
+    for table in PROJECTED_TABLES:
+        rows = con.execute(f"SELECT * FROM {table}").fetchall()
+        out[table] = sorted(rows, key=repr)
+    return out
+
+
+# ------------------------------------------------------------------- metrics
+
+
+def test_latest_is_greatest_step_then_timestamp_then_value(con) -> None:
+    apply(con, [run_created("r")])
+    # MLflow's observed case: (s2,t100,1.0), (s1,t999,2.0), (s2,t100,0.5), (s2,t50,0.7)
+    apply(con, [metrics("r", [("m", 1.0, 2, 100), ("m", 2.0, 1, 999)])])
+    apply(con, [metrics("r", [("m", 0.5, 2, 100), ("m", 0.7, 2, 50)])])
+    mn, mx, latest, step, ts, count = summary(con, "r", "m")
+    assert (latest, step, ts) == (1.0, 2, 100)
+    assert (mn, mx, count) == (0.5, 2.0, 4)
+
+
+points_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["loss", "acc"]),
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=True, width=32),
+            st.just(math.nan),
+        ),
+        st.integers(0, 5),
+        st.integers(0, 5),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(points=points_strategy, seed=st.integers(0, 2**32 - 1), chunks=st.integers(1, 5))
+def test_summary_is_independent_of_order_and_duplication(points, seed, chunks) -> None:
+    """min / max / latest / count survive shuffling, chunking and duplicated points."""
+
+    def project(pts: list) -> tuple[dict, list]:
+        c = duckdb.connect()
+        create_read_model(c)
+        apply(c, [run_created("r")])
+        size = max(1, len(pts) // chunks)
+        for i in range(0, len(pts), size):
+            apply(c, [metrics("r", pts[i : i + size])])
+        s = {k: summary(c, "r", k) for k in ("loss", "acc")}
+        h = sorted(
+            c.execute("SELECT key, step, timestamp, value FROM metric_history").fetchall(),
+            key=repr,
+        )
+        return s, h
+
+    rng = random.Random(seed)
+    shuffled = points[:]
+    rng.shuffle(shuffled)
+    duplicated = shuffled + rng.sample(shuffled, k=min(len(shuffled), 5))
+    rng.shuffle(duplicated)
+    assert repr(project(points)) == repr(project(duplicated))
+
+    # And the summary equals a from-scratch computation of the rule.
+    s, _ = project(points)
+    for key in ("loss", "acc"):
+        pts = {(p[2], p[3], p[1] + 0.0) for p in points if p[0] == key}
+        if not pts:
+            assert s[key] is None
+            continue
+        uniq = {(st_, ts, repr(v)): v for st_, ts, v in pts}
+        vals = list(uniq.values())
+        finite = [v for v in vals if not math.isnan(v)]
+        best = max(uniq.items(), key=lambda kv: (kv[0][0], kv[0][1], 0.0 if math.isnan(kv[1]) else kv[1]))
+        mn, mx, latest, step, ts, count = s[key]
+        assert count == len(uniq)
+        assert (step, ts) == best[0][:2]
+        assert repr(latest) == repr(best[1])
+        assert mn == (min(finite) if finite else None)
+        assert mx == (max(finite) if finite else None)
+
+
+def test_the_same_point_twice_is_stored_once(con) -> None:
+    apply(con, [run_created("r")])
+    apply(con, [metrics("r", [("m", 1.0, 0, 10), ("m", 1.0, 0, 10), ("m", 2.0, 1, 11)])])
+    apply(con, [metrics("r", [("m", 1.0, 0, 10)])])  # a later resend with a new event id
+    assert con.execute("SELECT count(*) FROM metric_history").fetchone() == (2,)
+    assert summary(con, "r", "m")[-1] == 2
+    # A different value at the same step and timestamp is a different point.
+    apply(con, [metrics("r", [("m", 5.0, 0, 10)])])
+    assert con.execute("SELECT count(*) FROM metric_history").fetchone() == (3,)
+
+
+def test_nan_and_infinities_are_stored_and_min_max_ignore_nan(con) -> None:
+    apply(con, [run_created("r")])
+    apply(con, [metrics("r", [("m", math.nan, 3, 10), ("m", math.inf, 1, 10),
+                              ("m", -math.inf, 2, 10), ("n", math.nan, 0, 0)])])
+    mn, mx, latest, step, *_ = summary(con, "r", "m")
+    assert (mn, mx) == (-math.inf, math.inf)
+    assert math.isnan(latest) and step == 3
+    values = [v for (v,) in con.execute("SELECT value FROM metric_history WHERE key='m'").fetchall()]
+    assert sorted(map(repr, values)) == sorted(["nan", "inf", "-inf"])
+    assert summary(con, "r", "n")[:2] == (None, None)
+
+
+def test_nan_counts_as_zero_in_the_value_tie_break(con) -> None:
+    apply(con, [run_created("r")])
+    apply(con, [metrics("r", [("m", -1.0, 3, 1000), ("m", math.nan, 3, 1000)])])
+    assert math.isnan(summary(con, "r", "m")[2])
+    apply(con, [metrics("r", [("p", 1.0, 3, 1000), ("p", math.nan, 3, 1000)])])
+    assert summary(con, "r", "p")[2] == 1.0
+
+
+# -------------------------------------------------------------------- params
+
+
+def test_a_param_is_set_once_first_in_log_order_wins(con) -> None:
+    apply(con, [run_created("r")])
+    apply(con, [params("r", {"lr": "0.1"}), params("r", {"lr": "0.2", "bs": "32"})])
+    apply(con, [params("r", {"lr": "0.1"})])  # same value again: no conflict
+    apply(con, [params("r", {"lr": "0.3"})])
+    assert dict(con.execute("SELECT key, value FROM params").fetchall()) == {"lr": "0.1", "bs": "32"}
+    conflicts = con.execute(
+        "SELECT key, kept_value, rejected_value FROM param_conflicts ORDER BY rejected_value"
+    ).fetchall()
+    assert conflicts == [("lr", "0.1", "0.2"), ("lr", "0.1", "0.3")]
+
+
+# ------------------------------------------------------- cross-partition order
+
+
+def _experiment_then_runs() -> tuple[list, list]:
+    exp = experiment_id_for_name("shared")
+    exp_events = [
+        ev(ExperimentCreated, ExperimentCreatedBody(name="shared"), experiment_id=exp),
+        ev(ExperimentRenamed, ExperimentRenamedBody(name="shared-2"), experiment_id=exp, t=T0 + 5),
+    ]
+    run_events = [
+        run_created("r1", exp, exp_name="shared"),
+        params("r1", {"a": "1"}),
+        metrics("r1", [("m", 1.0, 0, 1)]),
+        run_created("r2", exp, exp_name="shared"),
+    ]
+    return exp_events, run_events
+
+
+@pytest.mark.parametrize("order", ["experiment-first", "runs-first", "interleaved"])
+def test_runs_before_their_experiment_converge(order: str) -> None:
+    exp_events, run_events = _experiment_then_runs()
+    reference = duckdb.connect()
+    create_read_model(reference)
+    apply(reference, exp_events + run_events)
+
+    con = duckdb.connect()
+    create_read_model(con)
+    if order == "experiment-first":
+        batches = [exp_events, run_events]
+    elif order == "runs-first":
+        batches = [run_events, exp_events]
+    else:
+        batches = [run_events[:2], exp_events[:1], run_events[2:], exp_events[1:]]
+    for batch in batches:
+        apply(con, batch)
+    assert snapshot(con) == snapshot(reference)
+    row = con.execute(
+        "SELECT name, placeholder FROM experiments WHERE experiment_id = ?",
+        [experiment_id_for_name("shared")],
+    ).fetchone()
+    assert row == ("shared-2", False)
+
+
+def test_many_processes_creating_one_name_end_with_one_experiment(con) -> None:
+    exp = experiment_id_for_name("team-exp")
+    creations = [
+        ev(ExperimentCreated, ExperimentCreatedBody(name="team-exp"), experiment_id=exp, t=T0 + i)
+        for i in range(20)
+    ]
+    runs = [run_created(f"r{i}", exp, exp_name="team-exp") for i in range(20)]
+    apply(con, runs[:10] + creations + runs[10:])
+    assert con.execute("SELECT count(*) FROM experiments WHERE name = 'team-exp'").fetchone() == (1,)
+    assert con.execute("SELECT count(DISTINCT experiment_id) FROM runs").fetchone() == (1,)
+    assert con.execute("SELECT creation_time FROM experiments WHERE experiment_id = ?",
+                       [exp]).fetchone() == (T0,)
+
+
+# ---------------------------------------------------------- delete, restore
+
+
+def test_delete_and_restore_keep_data_and_time(con) -> None:
+    apply(con, [run_created("r"), params("r", {"a": "1"})])
+    apply(con, [ev(RunDeleted, run_id="r", t=T0 + DAY)])
+    apply(con, [ev(RunDeleted, run_id="r", t=T0 + 2 * DAY)])  # second delete keeps the first time
+    assert con.execute("SELECT lifecycle_stage, deleted_time FROM runs").fetchone() == (
+        "deleted", T0 + DAY)
+    assert con.execute("SELECT count(*) FROM active_runs").fetchone() == (0,)
+    apply(con, [ev(RunRestored, run_id="r", t=T0 + 3 * DAY)])
+    assert con.execute("SELECT lifecycle_stage, deleted_time FROM runs").fetchone() == ("active", None)
+    assert con.execute("SELECT count(*) FROM params").fetchone() == (1,)
+
+
+def test_retention_views_take_time_as_arguments(con) -> None:
+    apply(con, [run_created("old"), run_created("recent"), run_created("alive")])
+    apply(con, [ev(RunDeleted, run_id="old", t=T0), ev(RunDeleted, run_id="recent", t=T0 + 20 * DAY)])
+    as_of, window = T0 + 31 * DAY, 30 * DAY
+    within = con.execute("SELECT run_id FROM runs_deleted_within(?, ?)", [as_of, window]).fetchall()
+    past = con.execute("SELECT run_id FROM runs_past_retention(?, ?)", [as_of, window]).fetchall()
+    assert within == [("recent",)] and past == [("old",)]
+
+
+def test_purge_removes_the_run_everywhere_and_restore_is_refused(con) -> None:
+    apply(con, [run_created("r", tags={"t": "v"}), params("r", {"a": "1"}),
+                metrics("r", [("m", 1.0, 0, 1)]),
+                ev(ArtifactLogged, ArtifactLoggedBody(path="f.txt", size=1, digest="00"), run_id="r"),
+                run_created("other")])
+    apply(con, [ev(RunDeleted, run_id="r"), metrics("r", [("m", 2.0, 1, 2)]), ev(RunPurged, run_id="r")])
+    for table in ("runs", "params", "tags", "metric_history", "metric_summary", "artifacts"):
+        assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = 'r'").fetchone() == (0,), table
+    assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    result = apply(con, [ev(RunRestored, run_id="r"), metrics("r", [("m", 3.0, 2, 3)])])
+    assert [r.reason for r in result.rejected] == ["run_purged", "run_purged"]
+    assert con.execute("SELECT count(*) FROM purged_runs").fetchone() == (1,)
+
+
+# ---------------------------------------------------------------- other rules
+
+
+def test_tags_status_and_artifacts(con) -> None:
+    apply(con, [run_created("r", tags={"a": "1"})])
+    apply(con, [ev(TagSet, TagSetBody(key="a", value="2"), run_id="r"),
+                ev(TagSet, TagSetBody(key="b", value="x"), run_id="r"),
+                ev(TagDeleted, TagDeletedBody(key="b"), run_id="r"),
+                ev(RunEnded, RunEndedBody(status="FINISHED", end_time_ms=T0 + 9), run_id="r"),
+                ev(ArtifactLogged, ArtifactLoggedBody(path="model/MLmodel", size=3, digest="aa"),
+                   run_id="r")])
+    assert con.execute("SELECT key, value FROM tags").fetchall() == [("a", "2")]
+    assert con.execute("SELECT status, end_time, has_model FROM runs").fetchone() == (
+        "FINISHED", T0 + 9, True)
+
+
+def test_duplicated_deliveries_are_applied_once(con) -> None:
+    batch = [run_created("r"), params("r", {"a": "1"}), metrics("r", [("m", 1.0, 0, 1)])]
+    apply(con, batch)
+    result = apply(con, batch + batch)
+    assert result.applied == 0 and result.duplicates == 6
+    assert summary(con, "r", "m")[-1] == 1
+
+
+def test_events_for_an_unknown_run_are_rejected_with_a_reason(con) -> None:
+    result = apply(con, [metrics("ghost", [("m", 1.0, 0, 1)]),
+                         ev(TagSet, TagSetBody(key="a", value="b"), run_id="ghost")])
+    assert [r.reason for r in result.rejected] == ["unknown_run", "unknown_run"]
+    assert con.execute("SELECT count(*) FROM rejected_events").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM metric_history").fetchone() == (0,)
+
+
+def test_shuffled_partitions_give_the_same_tables() -> None:
+    """Each run's events stay in order (one partition); partitions interleave at random."""
+    exp = experiment_id_for_name("e")
+    partitions = [
+        [ev(ExperimentCreated, ExperimentCreatedBody(name="e"), experiment_id=exp)],
+        *[
+            [run_created(f"r{i}", exp, exp_name="e"), params(f"r{i}", {"p": str(i)}),
+             metrics(f"r{i}", [("m", float(j), j, j) for j in range(5)]),
+             ev(RunEnded, RunEndedBody(status="FINISHED", end_time_ms=T0), run_id=f"r{i}")]
+            for i in range(4)
+        ],
+    ]
+    reference = duckdb.connect()
+    create_read_model(reference)
+    apply(reference, [e for p in partitions for e in p])
+    for seed in range(5):
+        rng = random.Random(seed)
+        queues = [list(p) for p in partitions]
+        merged = []
+        while any(queues):
+            q = rng.choice([q for q in queues if q])
+            merged.append(q.pop(0))
+        con = duckdb.connect()
+        create_read_model(con)
+        i = 0
+        while i < len(merged):
+            n = rng.randint(1, 4)
+            apply(con, merged[i : i + n])
+            i += n
+        assert snapshot(con) == snapshot(reference)
