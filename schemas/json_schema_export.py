@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
-
 from runstream.schemas.events import CURRENT_SCHEMA_VERSION, EVENT_TYPES, AnyEvent
 
 JSON_DIR = Path(__file__).resolve().parent / "json"

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from runstream.deploy.brokers import Broker, provision_broker
 from runstream.kafka_log import ensure_topics
 from runstream.settings import Settings

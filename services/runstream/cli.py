@@ -221,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except Exception as exc:
-        from runstream.errors import RunstreamError
         from runstream.deploy.brokers import BrokerError
+        from runstream.errors import RunstreamError
 
         if isinstance(exc, RunstreamError | BrokerError):
             print(f"runstream: error: {exc}", file=sys.stderr)

@@ -6,11 +6,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from runstream.errors import NotReady
 from runstream.kafka_log import EventProducer, Position, TopicReport, ensure_topics
 from runstream.projector import Projector
 from runstream.read_store import ReadStore
 from runstream.schemas import Event
-from runstream.errors import NotReady
 from runstream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from runstream.deploy.brokers import free_port
 from runstream.kafka_log import EventProducer
+
 from tests.event_factory import one_of_each
 
 pytestmark = pytest.mark.broker

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from runstream.deploy.brokers import (
     ExternalBroker,
     LocalKafka,
@@ -13,6 +12,7 @@ from runstream.deploy.brokers import (
     provision_broker,
 )
 from runstream.kafka_log import EventProducer, ensure_topics
+
 from tests.event_factory import one_of_each
 from tests.integration.test_event_log import _consume_all
 

@@ -9,7 +9,6 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic
-
 from runstream.kafka_log import (
     BatchConsumer,
     DeadLetters,
@@ -20,6 +19,7 @@ from runstream.kafka_log import (
 )
 from runstream.schemas import encode_event
 from runstream.settings import Settings
+
 from tests.event_factory import one_of_each
 
 pytestmark = pytest.mark.broker

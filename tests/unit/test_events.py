@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from runstream.schemas import (
     EVENT_TYPES,
     EventDecodeError,
@@ -15,6 +14,7 @@ from runstream.schemas import (
     encode_event,
 )
 from runstream.schemas.json_schema_export import JSON_DIR, rendered_schemas
+
 from tests.event_factory import one_of_each
 
 
