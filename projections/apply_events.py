@@ -419,9 +419,11 @@ class _BatchApplier:
 
 # "Latest" follows MLflow: the point with the greatest step, then the greatest timestamp,
 # then the greatest value, whatever order points arrive in. In the value tie-break a NaN
-# counts as 0 (as MLflow's SQL store does), so NaN beats negatives and loses to positives.
+# counts as 0 (as MLflow's SQL store does), so NaN beats negatives and loses to positives;
+# between NaN and 0.0 at the same step and timestamp (a tie for MLflow, decided there by
+# arrival order) NaN wins, so that the result never depends on order.
 _TIEBREAK_VALUE = "CASE WHEN isnan({v}) THEN 0.0 ELSE {v} END"
-_LATEST_KEY = "row({s}, {t}, " + _TIEBREAK_VALUE + ")"
+_LATEST_KEY = "row({s}, {t}, " + _TIEBREAK_VALUE + ", isnan({v}))"
 
 
 def merge_metric_points(con: SqlConnection, points: pa.Table) -> None:

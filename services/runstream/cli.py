@@ -99,6 +99,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Kafka ({broker.kind}) ready at {bootstrap} in {time.monotonic() - t0:.1f}s",
                   flush=True)
         node = QueryNode.open(settings, bootstrap)
+        node.start_retention_job()
         for problem in node.topics.problems:
             print(f"WARNING: {problem}", file=sys.stderr, flush=True)
         app = create_app(node)
@@ -204,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="only resolve the broker's jars with Maven into the cache and exit",
     )
     broker.set_defaults(func=cmd_broker)
+
+    from runstream import ops_commands
+
+    ops_commands.register(sub)
     return parser
 
 

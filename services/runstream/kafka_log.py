@@ -281,12 +281,16 @@ class DeadLetters:
     producer: Producer
     topic: str
     counts: Counter[str] = field(default_factory=Counter)
+    enabled: bool = True
 
     @classmethod
     def connect(cls, bootstrap: str, topic: str) -> DeadLetters:
         return cls(Producer(producer_config(bootstrap)), topic)
 
     def send(self, msg: Message, reason: str, detail: str) -> None:
+        self.counts[reason] += 1
+        if not self.enabled:
+            return
         headers = [
             ("runstream.source.topic", msg.topic() or ""),
             ("runstream.source.partition", str(msg.partition())),
@@ -296,7 +300,6 @@ class DeadLetters:
         ]
         self.producer.produce(self.topic, value=msg.value(), key=msg.key(), headers=headers)
         self.producer.poll(0)
-        self.counts[reason] += 1
         log.warning(
             "dead letter %s[%d]@%d: %s: %s",
             msg.topic(),

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from confluent_kafka import Message
 
@@ -19,9 +20,15 @@ from runstream.kafka_log import (
     partition_count,
 )
 from runstream.projections.apply_events import BatchResult, Rejected, apply_batch
-from runstream.read_store import ReadStore
-
 log = logging.getLogger(__name__)
+
+
+class ProjectionTarget(Protocol):
+    """Where a projector writes: the node's store, or a rebuild's new file."""
+
+    def cursor(self) -> Any: ...
+
+    def next_offsets(self, topic: str) -> dict[int, int]: ...
 
 
 @dataclass
@@ -45,7 +52,7 @@ class Projector:
 
     def __init__(
         self,
-        store: ReadStore,
+        store: ProjectionTarget,
         bootstrap: str,
         topic: str,
         dead_letter_topic: str,
@@ -53,6 +60,7 @@ class Projector:
         group_id: str = "runstream-projector",
         batch_max_messages: int = 2000,
         batch_max_ms: int = 50,
+        send_dead_letters: bool = True,
     ) -> None:
         self.store = store
         self.topic = topic
@@ -61,6 +69,8 @@ class Projector:
         self.batch_max_s = batch_max_ms / 1000
         self.consumer = BatchConsumer(bootstrap, topic, group_id)
         self.dead_letters = DeadLetters.connect(bootstrap, dead_letter_topic)
+        # A rebuild replays messages the live projector already dead-lettered: count only.
+        self.dead_letters.enabled = send_dead_letters
         self.stats = ProjectorStats()
         self.partitions = list(range(partition_count(bootstrap, topic)))
         self._applied: dict[int, int] = store.next_offsets(topic)
@@ -78,12 +88,24 @@ class Projector:
         self._thread = threading.Thread(target=self.run, name="projector", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self.consumer.close()
         self.dead_letters.flush(5)
+
+    def caught_up_with(self, high: dict[int, int]) -> bool:
+        """Whether every partition is applied up to the given high watermarks."""
+        applied = self.applied_offsets()
+        return all(applied.get(p, 0) >= h for p, h in high.items())
+
+    def run_until(self, high: dict[int, int], progress: Any = None) -> None:
+        """Apply batches in the caller's thread until caught up with ``high``."""
+        while not self.caught_up_with(high):
+            self.step()
+            if progress is not None:
+                progress(self.applied_offsets(), high)
 
     def run(self) -> None:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,33 +14,73 @@ import duckdb
 from runstream.errors import RunstreamError
 from runstream.projections.apply_events import create_read_model
 
+CURRENT_FILE = "CURRENT"
+
+
+def _connect(path: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), config={"memory_limit": memory_limit, "threads": threads})
+    except duckdb.Error as exc:
+        raise RunstreamError(f"cannot open read model {path}: {exc}") from exc
+    create_read_model(con)
+    return con
+
 
 class ReadStore:
     """Owns the node's DuckDB database; the projector writes, request threads read.
 
     DuckDB allows one writing process per file, so the projector and the API share this
-    object inside one process. ``swap`` replaces the file atomically after a rebuild;
-    readers that hold a cursor finish on the old database.
+    object inside one process. The database lives in ``directory`` as
+    ``read-model.<generation>.duckdb``; the file ``CURRENT`` names the one in use. A rebuild
+    writes the next generation beside it and :meth:`swap` switches to it atomically:
+    requests that already hold a cursor finish on the old file.
     """
 
-    def __init__(self, path: Path, *, memory_limit: str = "4GB", threads: int = 2) -> None:
-        self.path = path
-        self._lock = threading.Lock()
+    def __init__(self, directory: Path, *, memory_limit: str = "4GB", threads: int = 2) -> None:
+        self.directory = directory
         self._memory_limit = memory_limit
         self._threads = threads
-        self._con = self._open(path)
+        self._lock = threading.Lock()
+        directory.mkdir(parents=True, exist_ok=True)
+        current = directory / CURRENT_FILE
+        name = current.read_text().strip() if current.exists() else "read-model.0.duckdb"
+        self.path = directory / name
+        self._con = _connect(self.path, memory_limit, threads)
+        if not current.exists():
+            _write_atomically(current, name)
 
-    def _open(self, path: Path) -> duckdb.DuckDBPyConnection:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(
-                str(path),
-                config={"memory_limit": self._memory_limit, "threads": self._threads},
-            )
-        except duckdb.Error as exc:
-            raise RunstreamError(f"cannot open read model {path}: {exc}") from exc
-        create_read_model(con)
-        return con
+    @property
+    def generation(self) -> int:
+        return int(self.path.name.split(".")[1])
+
+    def next_path(self) -> Path:
+        """Where a rebuild writes the next generation (removed first if a crash left it)."""
+        path = self.directory / f"read-model.{self.generation + 1}.duckdb"
+        for leftover in (path, path.with_name(path.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        return path
+
+    def open_other(self, path: Path) -> duckdb.DuckDBPyConnection:
+        """A connection to another database file with the same settings (for a rebuild)."""
+        return _connect(path, self._memory_limit, self._threads)
+
+    def swap(self, new_con: duckdb.DuckDBPyConnection, new_path: Path) -> Path:
+        """Serve from ``new_con`` from now on; return the old file's path."""
+        with self._lock:
+            old_con, old_path = self._con, self.path
+            self._con, self.path = new_con, new_path
+            _write_atomically(self.directory / CURRENT_FILE, new_path.name)
+        # Cursors already handed out keep the old database alive until they close; closing
+        # the parent connection after a grace period releases the file.
+        def retire() -> None:
+            with contextlib.suppress(duckdb.Error):
+                old_con.close()
+            for p in (old_path, old_path.with_name(old_path.name + ".wal")):
+                p.unlink(missing_ok=True)
+
+        threading.Timer(5.0, retire).start()
+        return old_path
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor (its own transaction context) on the current database."""
@@ -55,11 +97,43 @@ class ReadStore:
 
     def next_offsets(self, topic: str) -> dict[int, int]:
         with self.reading() as cur:
-            rows = cur.execute(
-                "SELECT partition, next_offset FROM projector_offsets WHERE topic = ?", [topic]
-            ).fetchall()
-        return {int(p): int(o) for p, o in rows}
+            return next_offsets(cur, topic)
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+class SingleFileStore:
+    """A read model on one connection, without generations: what a rebuild writes into."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            return self.con.cursor()
+
+    def next_offsets(self, topic: str) -> dict[int, int]:
+        cur = self.cursor()
+        try:
+            return next_offsets(cur, topic)
+        finally:
+            cur.close()
+
+
+def next_offsets(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]:
+    rows = cur.execute(
+        "SELECT partition, next_offset FROM projector_offsets WHERE topic = ?", [topic]
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -40,8 +40,8 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.events.dlq"
 
     @property
-    def database_path(self) -> Path:
-        return self.data_dir / "node" / "read-model.duckdb"
+    def read_model_dir(self) -> Path:
+        return self.data_dir / "node"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -129,7 +129,7 @@ def test_summary_is_independent_of_order_and_duplication(points, seed, chunks) -
         uniq = {(st_, ts, repr(v)): v for st_, ts, v in pts}
         vals = list(uniq.values())
         finite = [v for v in vals if not math.isnan(v)]
-        best = max(uniq.items(), key=lambda kv: (kv[0][0], kv[0][1], 0.0 if math.isnan(kv[1]) else kv[1]))
+        best = max(uniq.items(), key=lambda kv: (kv[0][0], kv[0][1], 0.0 if math.isnan(kv[1]) else kv[1], math.isnan(kv[1])))
         mn, mx, latest, step, ts, count = s[key]
         assert count == len(uniq)
         assert (step, ts) == best[0][:2]

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from runstream import __version__
+from runstream.api import admin
 from runstream.node import QueryNode
 
 
@@ -16,6 +17,7 @@ def create_app(node: QueryNode) -> FastAPI:
         description="Event-sourced experiment tracking: search, compare and manage runs.",
     )
     app.state.node = node
+    app.include_router(admin.router)
 
     @app.get("/health", tags=["node"], summary="Liveness, projector lag and dead letters")
     def health() -> JSONResponse:

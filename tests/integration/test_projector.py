@@ -1,0 +1,179 @@
+"""The projector against a real broker: crashes, rebuilds, retention."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from runstream.kafka_log import EventProducer
+from runstream.node import DAY_MS, QueryNode
+from runstream.projections.read_model import PROJECTED_TABLES
+from runstream.schemas import RunDeleted, RunEnded, RunEndedBody, RunRestored, TagSet, TagSetBody
+from runstream.settings import Settings
+from tests.event_factory import ev, metrics, params, run_created
+
+pytestmark = pytest.mark.broker
+
+
+def workload(n_runs: int, seed: int = 7) -> list:
+    """A known set of events: runs with params, metric batches, tags, deletes and restores."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n_runs):
+        run = f"run{i:04d}-{uuid.uuid4().hex[:8]}"
+        events.append(run_created(run, "0"))
+        events.append(params(run, {"lr": str(rng.choice([0.1, 0.01])), "i": str(i)}))
+        for b in range(6):
+            pts = [(k, rng.random(), b * 50 + s, 1000 + b) for s in range(50) for k in ("loss", "acc")]
+            events.append(metrics(run, pts))
+        events.append(ev(TagSet, TagSetBody(key="k", value=str(i)), run_id=run))
+        if i % 5 == 0:
+            events.append(ev(RunDeleted, run_id=run))
+        if i % 10 == 0:
+            events.append(ev(RunRestored, run_id=run))
+        events.append(ev(RunEnded, RunEndedBody(status="FINISHED", end_time_ms=2000), run_id=run))
+    return events
+
+
+def tables(path: Path) -> dict[str, list]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in PROJECTED_TABLES}
+    finally:
+        con.close()
+
+
+def current_db(data_dir: Path) -> Path:
+    node_dir = data_dir / "node"
+    return node_dir / (node_dir / "CURRENT").read_text().strip()
+
+
+def project_cmd(settings: Settings, data_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "runstream.cli", "project", "--data-dir", str(data_dir),
+            "--bootstrap", settings.kafka_bootstrap or "", "--topic-prefix", settings.topic_prefix,
+            *extra]
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
+    topics: Settings, bootstrap: str, tmp_path: Path
+) -> None:
+    events = workload(60)
+    producer = EventProducer(bootstrap, topics.events_topic)
+    done = threading.Event()
+
+    def stream() -> None:
+        # Trickle the log in while the projector is being killed.
+        # ~25 s of traffic, so that the kills land while batches are being applied.
+        for i in range(0, len(events), 20):
+            producer.publish_and_wait(events[i : i + 20])
+            time.sleep(0.8)
+        done.set()
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    rng = random.Random(1234)
+    crashed = tmp_path / "crashed"
+    env = {**os.environ, "RUNSTREAM_BATCH_MAX_MESSAGES": "7", "RUNSTREAM_PARTITIONS": "3"}
+    kills = 0
+    while kills < 20:
+        proc = subprocess.Popen(project_cmd(topics, crashed), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.8, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    feeder.join()
+    assert done.is_set()
+
+    # Restart once more and let it finish; then a clean replay into a fresh directory.
+    subprocess.run(project_cmd(topics, crashed, "--until-caught-up"), env=env, check=True,
+                   capture_output=True, timeout=180)
+    clean = tmp_path / "clean"
+    subprocess.run(project_cmd(topics, clean, "--until-caught-up"), env=env, check=True,
+                   capture_output=True, timeout=180)
+    after_crashes, replay = tables(current_db(crashed)), tables(current_db(clean))
+    assert len(replay["runs"]) == 60
+    assert len(replay["metric_history"]) == 60 * 6 * 100
+    for table in PROJECTED_TABLES:
+        assert after_crashes[table] == replay[table], f"{table} differs after {kills} SIGKILLs"
+
+
+@pytest.fixture
+def node(topics: Settings, bootstrap: str):
+    n = QueryNode.open(topics, bootstrap)
+    yield n
+    n.close()
+
+
+def _wait_applied(node: QueryNode, positions: list) -> None:
+    assert node.projector.wait_for(positions, 60)
+
+
+def test_rebuild_gives_the_same_tables_and_the_node_answers_throughout(node: QueryNode) -> None:
+    positions = node.producer.publish_and_wait(workload(30))
+    _wait_applied(node, positions)
+    live_path = node.store.path
+    with node.store.reading() as cur:
+        before = {t: sorted(cur.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in PROJECTED_TABLES}
+
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def query_during_rebuild() -> None:
+        while not stop.is_set():
+            with node.store.reading() as cur:
+                answers.append(cur.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    reader = threading.Thread(target=query_during_rebuild)
+    reader.start()
+    status = node.rebuild()
+    stop.set()
+    reader.join()
+    assert status.state == "done" and node.store.path != live_path
+    assert answers and set(answers) == {30}, "readers saw the full read model all along"
+    with node.store.reading() as cur:
+        after = {t: sorted(cur.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in PROJECTED_TABLES}
+    assert after == before
+    # The node goes on projecting into the new file.
+    more = node.producer.publish_and_wait([run_created("after-rebuild")])
+    _wait_applied(node, more)
+    with node.store.reading() as cur:
+        assert cur.execute("SELECT count(*) FROM runs").fetchone() == (31,)
+
+
+def test_retention_purges_runs_past_the_window_with_an_injected_clock(node: QueryNode) -> None:
+    t0 = int(time.time() * 1000)
+    events = [run_created("keep"), run_created("old"), run_created("recent"),
+              params("old", {"a": "1"}), metrics("old", [("m", 1.0, 0, 1)])]
+    _wait_applied(node, node.producer.publish_and_wait(events))
+    _wait_applied(node, node.producer.publish_and_wait([
+        ev(RunDeleted, run_id="old", t=t0 - 40 * DAY_MS),
+        ev(RunDeleted, run_id="recent", t=t0 - 10 * DAY_MS),
+    ]))
+    artifact_dir = node.settings.artifacts_dir / "0" / "old" / "artifacts"
+    artifact_dir.mkdir(parents=True)
+    (artifact_dir / "f.txt").write_text("x")
+
+    assert node.purge_expired(as_of_ms=t0, dry_run=True) == ["old"]
+    assert node.purge_expired(as_of_ms=t0 - 20 * DAY_MS) == []  # nothing is old enough then
+    assert node.purge_expired(as_of_ms=t0) == ["old"]
+    with node.store.reading() as cur:
+        for table in ("runs", "params", "metric_history", "metric_summary"):
+            assert cur.execute(f"SELECT count(*) FROM {table} WHERE run_id='old'").fetchone() == (0,)
+        assert cur.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall() == [("keep",), ("recent",)]
+    assert not artifact_dir.exists()
+    # Restoring a purged run is refused with a reason, and nothing comes back.
+    _wait_applied(node, node.producer.publish_and_wait([ev(RunRestored, run_id="old")]))
+    assert node.projector.stats.rejected["run_purged"] == 1
+    with node.store.reading() as cur:
+        assert cur.execute("SELECT reason FROM rejected_events WHERE run_id='old'").fetchall() == [("run_purged",)]
