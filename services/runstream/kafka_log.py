@@ -282,13 +282,15 @@ class DeadLetters:
     topic: str
     counts: Counter[str] = field(default_factory=Counter)
     enabled: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def connect(cls, bootstrap: str, topic: str) -> DeadLetters:
         return cls(Producer(producer_config(bootstrap)), topic)
 
     def send(self, msg: Message, reason: str, detail: str) -> None:
-        self.counts[reason] += 1
+        with self._lock:  # the projector's fetch thread and its apply thread both send
+            self.counts[reason] += 1
         if not self.enabled:
             return
         headers = [

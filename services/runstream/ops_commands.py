@@ -64,8 +64,7 @@ def cmd_project(args: argparse.Namespace) -> int:
             sys.stderr.write("\n")
         else:
             print(f"projecting {settings.events_topic} into {store.path}; Ctrl-C to stop", flush=True)
-            while True:
-                projector.step()
+            projector.run()
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from confluent_kafka import Message
@@ -102,31 +104,75 @@ class Projector:
 
     def run_until(self, high: dict[int, int], progress: Any = None) -> None:
         """Apply batches in the caller's thread until caught up with ``high``."""
-        while not self.caught_up_with(high):
-            self.step()
+
+        def done() -> bool:
             if progress is not None:
                 progress(self.applied_offsets(), high)
+            return self.caught_up_with(high)
+
+        self._pipelined(done)
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
-                self.step()
-        except BaseException as exc:  # surfaced through /health, never swallowed
+            self._pipelined(self._stop.is_set)
+        except Exception as exc:  # surfaced through /health, never swallowed
             self.error = exc
             log.exception("projector stopped")
             with self._cond:
                 self._cond.notify_all()
             raise
 
+    def _pipelined(self, finished: Callable[[], bool]) -> None:
+        """Fetch and decode the next batch in a second thread while this one applies.
+
+        Consuming and parsing is Python work; DuckDB's apply releases the GIL, so on two
+        cores the two overlap. Batches a stopped reader fetched but nobody applied are not
+        lost: the consumer is re-positioned at the applied offsets afterwards.
+        """
+        handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    item = self._fetch()
+                    while not stop.is_set():
+                        try:
+                            handoff.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as exc:  # handed to the applying thread, raised there
+                handoff.put(exc)
+
+        thread = threading.Thread(target=reader, name="projector-fetch", daemon=True)
+        thread.start()
+        try:
+            while not finished():
+                try:
+                    item = handoff.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                self.step(item)
+        finally:
+            stop.set()
+            thread.join()
+            self.consumer.assign_from(self.applied_offsets(), self.partitions)
+
     # ---------------------------------------------------------------- one batch
 
-    def step(self) -> int:
-        """Consume and apply one batch; return the number of messages it held."""
+    def _fetch(self) -> tuple[list[Message], list[DecodedMessage]]:
         messages = self.consumer.batch(self.batch_max_messages, self.batch_max_s)
         self._refresh_high_watermarks()
+        return messages, decode_messages(messages, self.dead_letters) if messages else []
+
+    def step(self, fetched: tuple[list[Message], list[DecodedMessage]] | None = None) -> int:
+        """Apply one batch (fetched here unless given); return the number of messages."""
+        messages, decoded = fetched if fetched is not None else self._fetch()
         if not messages:
             return 0
-        decoded = decode_messages(messages, self.dead_letters)
         next_offsets = _next_offsets(messages)
         result = self._apply(decoded, next_offsets)
         by_id = {d.event.event_id: d for d in decoded}

@@ -1,0 +1,1 @@
+"""Benchmarks print their figures; they run on demand (`make bench`), never in CI."""
