@@ -18,12 +18,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Final, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-CURRENT_SCHEMA_VERSION = 1
-CURRENT_SCHEMA_MINOR = 0
+CURRENT_SCHEMA_VERSION: Final = 1
+CURRENT_SCHEMA_MINOR: Final = 0
 
 # Envelope ids and keys are bounded so a single malformed producer cannot blow up a row.
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
