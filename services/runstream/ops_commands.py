@@ -167,6 +167,33 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the events of runs (all, or of --experiment-id / --run-id) to a JSON Lines file."""
+    from runstream.transfer import Selection, export_events
+
+    settings = _settings(args)
+    started = time.monotonic()
+    selection = Selection(frozenset(args.experiment_id or ()), frozenset(args.run_id or ()))
+    n = export_events(_bootstrap(settings), settings.events_topic, args.file, selection,
+                      lambda d, t: _progress_line(d, t, started))
+    sys.stderr.write("\n")
+    print(f"exported {n:,} events to {args.file}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Publish the events of an export file into this deployment; importing twice is harmless."""
+    from runstream.transfer import import_events
+
+    settings = _settings(args)
+    started = time.monotonic()
+    n = import_events(_bootstrap(settings), settings.events_topic, args.file,
+                      lambda d, t: _progress_line(d, t, started))
+    sys.stderr.write("\n")
+    print(f"imported {n:,} events from {args.file} (events already applied are skipped)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator commands to the ``runstream`` parser."""
 
@@ -181,6 +208,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--until-caught-up", action="store_true",
                    help="exit once the log's current end is applied")
     p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("export", help="export runs' events to a file (copy between deployments)",
+                       description=cmd_export.__doc__)
+    common(p)
+    p.add_argument("file", type=Path, help="output file (.jsonl, or .jsonl.gz to compress)")
+    p.add_argument("--experiment-id", action="append", help="export this experiment's runs (repeatable)")
+    p.add_argument("--run-id", action="append", help="export this run (repeatable)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="import an export file into this deployment",
+                       description=cmd_import.__doc__)
+    common(p)
+    p.add_argument("file", type=Path, help="a file written by runstream export")
+    p.set_defaults(func=cmd_import)
 
     for name, func, helptext in (
         ("rebuild", cmd_rebuild, "replay the log into a new read-model file and switch to it"),
