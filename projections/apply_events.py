@@ -183,14 +183,13 @@ class _BatchApplier:
         if not run_ids:
             return
         for run_id, stage in self.con.execute(
-            "SELECT run_id, lifecycle_stage FROM runs WHERE run_id IN (SELECT unnest(?))",
+            "SELECT run_id, lifecycle_stage FROM runs WHERE run_id IN (SELECT unnest($1)) "
+            "UNION ALL SELECT run_id, 'purged' FROM purged_runs "
+            "WHERE run_id IN (SELECT unnest($1))",
             [run_ids],
         ).fetchall():
-            self.runs[run_id] = stage
-        for (run_id,) in self.con.execute(
-            "SELECT run_id FROM purged_runs WHERE run_id IN (SELECT unnest(?))", [run_ids]
-        ).fetchall():
-            self.runs[run_id] = "purged"
+            if self.runs.get(run_id) != "purged":
+                self.runs[run_id] = stage
 
     # ------------------------------------------------------------------ dispatch
 
@@ -568,6 +567,8 @@ def merge_metric_points(con: SqlConnection, points: pa.Table) -> None:
     newer than the summary's latest cannot be stored yet, so only older points (rare:
     out-of-order ranks, resends) are checked against the history.
     min and max ignore NaN (NULL when every point is NaN); ±inf take part as numbers.
+    Every statement here costs about a millisecond whatever its size, so there are few,
+    and none uses ON CONFLICT (several times dearer in DuckDB than UPDATE + INSERT).
     """
     con.register("_incoming", points)
     try:
@@ -579,19 +580,16 @@ def merge_metric_points(con: SqlConnection, points: pa.Table) -> None:
         )
     finally:
         con.unregister("_incoming")
-    newer = (
-        "(s.run_id IS NULL OR p.step > s.latest_step OR "
-        "(p.step = s.latest_step AND p.timestamp > s.latest_timestamp))"
+    not_newer = (
+        "FROM _points p JOIN metric_summary s USING (run_id, key) "
+        "WHERE p.step < s.latest_step OR "
+        "(p.step = s.latest_step AND p.timestamp <= s.latest_timestamp)"
     )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _suspect AS SELECT p.* FROM _points p "
-        f"LEFT JOIN metric_summary s USING (run_id, key) WHERE NOT {newer}"
-    )
-    suspects = con.execute("SELECT count(*) FROM _suspect").fetchone()
+    suspects = con.execute(f"SELECT count(*) {not_newer}").fetchone()
     if suspects and suspects[0]:
         con.execute(
             "DELETE FROM _points p WHERE EXISTS (SELECT 1 FROM metric_history h "
-            "WHERE h.run_id IN (SELECT DISTINCT run_id FROM _suspect) "
+            f"WHERE h.run_id IN (SELECT DISTINCT p.run_id {not_newer}) "
             "AND h.run_id = p.run_id AND h.key = p.key AND h.step = p.step "
             "AND h.timestamp = p.timestamp AND h.value = p.value)"
         )
@@ -599,35 +597,39 @@ def merge_metric_points(con: SqlConnection, points: pa.Table) -> None:
     latest_new = _LATEST_KEY.format(s="step", t="timestamp", v="value")
     # One arg_max returning a struct, not three: the aggregate is the costliest statement.
     con.execute(
-        "INSERT INTO metric_summary "
-        "SELECT run_id, key, mn, mx, l.v, l.s, l.t, n FROM ("
+        "CREATE OR REPLACE TEMP TABLE _agg AS "
+        "SELECT run_id, key, mn, mx, l.v AS lv, l.s AS ls, l.t AS lt, n FROM ("
         "SELECT run_id, key, "
         "min(value) FILTER (WHERE NOT isnan(value)) AS mn, "
         "max(value) FILTER (WHERE NOT isnan(value)) AS mx, "
         f"arg_max(struct_pack(s := step, t := timestamp, v := value), {latest_new}) AS l, "
-        "count(*) AS n FROM _points GROUP BY run_id, key) "
-        "ON CONFLICT DO UPDATE SET "
-        "min_value = least(metric_summary.min_value, excluded.min_value), "
-        "max_value = greatest(metric_summary.max_value, excluded.max_value), "
-        "latest_value = CASE WHEN {new} > {old} THEN excluded.latest_value "
-        "ELSE metric_summary.latest_value END, "
-        "latest_step = CASE WHEN {new} > {old} THEN excluded.latest_step "
-        "ELSE metric_summary.latest_step END, "
-        "latest_timestamp = CASE WHEN {new} > {old} THEN excluded.latest_timestamp "
+        "count(*) AS n FROM _points GROUP BY run_id, key)"
+    )
+    newer = "{new} > {old}".format(
+        new=_LATEST_KEY.format(s="a.ls", t="a.lt", v="a.lv"),
+        old=_LATEST_KEY.format(
+            s="metric_summary.latest_step",
+            t="metric_summary.latest_timestamp",
+            v="metric_summary.latest_value",
+        ),
+    )
+    con.execute(
+        "UPDATE metric_summary SET "
+        "min_value = least(metric_summary.min_value, a.mn), "
+        "max_value = greatest(metric_summary.max_value, a.mx), "
+        f"latest_value = CASE WHEN {newer} THEN a.lv ELSE metric_summary.latest_value END, "
+        f"latest_step = CASE WHEN {newer} THEN a.ls ELSE metric_summary.latest_step END, "
+        f"latest_timestamp = CASE WHEN {newer} THEN a.lt "
         "ELSE metric_summary.latest_timestamp END, "
-        "count = metric_summary.count + excluded.count".format(
-            new=_LATEST_KEY.format(
-                s="excluded.latest_step", t="excluded.latest_timestamp", v="excluded.latest_value"
-            ),
-            old=_LATEST_KEY.format(
-                s="metric_summary.latest_step",
-                t="metric_summary.latest_timestamp",
-                v="metric_summary.latest_value",
-            ),
-        )
+        "count = metric_summary.count + a.n "
+        "FROM _agg a WHERE metric_summary.run_id = a.run_id AND metric_summary.key = a.key"
+    )
+    con.execute(
+        "INSERT INTO metric_summary SELECT a.* FROM _agg a WHERE NOT EXISTS "
+        "(SELECT 1 FROM metric_summary s WHERE s.run_id = a.run_id AND s.key = a.key)"
     )
     con.execute("DROP TABLE IF EXISTS _points")
-    con.execute("DROP TABLE IF EXISTS _suspect")
+    con.execute("DROP TABLE IF EXISTS _agg")
 
 
 def apply_batch(con: SqlConnection, events: Sequence[Event]) -> BatchResult:
