@@ -1081,11 +1081,12 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
         if ident.entity == "metric":
             column = _METRIC_COLUMNS[ident.aggregate or "latest"]
             lookup = "FROM metric_summary m WHERE m.run_id = r.run_id AND m.key = ?"
-            # Class first: FALSE (a number) < TRUE (NaN) < NULL (no such metric), whatever the
-            # direction; then the number itself in the asked direction (NaNs tie, broken below).
-            parts.append(f"(SELECT isnan({column}) {lookup}) ASC NULLS LAST")
-            parts.append(f"(SELECT {column} {lookup}) {direction} NULLS LAST")
-            params.extend((ident.key, ident.key))
+            # One lookup per key: DuckDB sorts NaN above every number, so ascending on the
+            # value (or on its negation, for DESC) gives numbers in the asked direction, then
+            # NaN, then runs without the metric (NULLS LAST), whatever the direction.
+            value = f"-{column}" if order_key.descending else column
+            parts.append(f"(SELECT {value} {lookup}) ASC NULLS LAST")
+            params.append(ident.key)
         elif ident.entity in ("param", "tag"):
             table = "params" if ident.entity == "param" else "tags"
             # Strings sort in byte order; runs without the key last in both directions.
