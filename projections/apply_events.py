@@ -153,10 +153,12 @@ class _BatchApplier:
                 self.result.rejected.append(Rejected(event, reason))
         self._flush()
         self._record_rejections()
-        if fresh:
-            self.con.execute(
-                "INSERT INTO applied_events SELECT unnest(?)", [[e.event_id for e in fresh]]
-            )
+        # Only applied events count as seen: a rejected one (say, for a run whose
+        # run.created had not reached the log yet) may be resent and applied later.
+        rejected = {r.event.event_id for r in self.result.rejected}
+        applied_ids = [e.event_id for e in fresh if e.event_id not in rejected]
+        if applied_ids:
+            self.con.execute("INSERT INTO applied_events SELECT unnest(?)", [applied_ids])
         return self.result
 
     def _drop_already_applied(self) -> list[Event]:

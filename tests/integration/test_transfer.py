@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runstream.errors import InvalidInput
-from runstream.kafka_log import EventProducer, Position
+from runstream.kafka_log import BatchConsumer, EventProducer, Position
 from runstream.node import QueryNode
 from runstream.schemas import ExperimentCreated, ExperimentCreatedBody
 from runstream.schemas.ids import experiment_id_for_name
@@ -50,7 +50,11 @@ def test_export_then_import_twice_gives_each_run_once(
     try:
         for _ in range(2):
             assert import_events(bootstrap, target.events_topic, out) == n
-            high = node.projector.consumer.high_watermarks(node.projector.partitions)
+            # Ask the log's end with a consumer of our own: the projector's is busy in its
+            # fetch thread, and librdkafka consumers are not to be shared across threads.
+            probe = BatchConsumer(bootstrap, target.events_topic, "test-probe")
+            high = probe.high_watermarks(node.projector.partitions)
+            probe.close()
             assert node.projector.wait_for([Position(p, h - 1) for p, h in high.items() if h], 60)
         counts = _counts(node)
         assert counts["runs"] == 3 and counts["params"] == 3 and counts["metric_history"] == 30

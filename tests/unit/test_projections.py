@@ -341,3 +341,13 @@ def test_shuffled_partitions_give_the_same_tables() -> None:
             apply(con, merged[i : i + n])
             i += n
         assert snapshot(con) == snapshot(reference)
+
+
+def test_a_rejected_event_is_applied_when_it_comes_again_after_its_run(con) -> None:
+    """A rank's points that beat rank 0's run.created to the log are not lost for good."""
+    early = metrics("late-run", [("m", 1.0, 0, 1)])
+    assert [r.reason for r in apply(con, [early]).rejected] == ["unknown_run"]
+    apply(con, [run_created("late-run")])
+    result = apply(con, [early])  # the same event id, resent
+    assert result.applied == 1 and not result.rejected
+    assert summary(con, "late-run", "m")[-1] == 1
