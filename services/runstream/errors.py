@@ -64,3 +64,30 @@ class NotReady(RunstreamError):
 
     error_code = "TEMPORARILY_UNAVAILABLE"
     http_status = 503
+
+
+# Appended for the query side (issue #7); both sit under the classes above in the tree:
+#     InvalidInput └── InvalidFilter     a filter or order_by that does not parse (HTTP 400)
+#     Conflict     └── AlreadyExists     the name or id is taken (HTTP 400, as MLflow)
+
+
+class InvalidFilter(InvalidInput):
+    """A filter or order_by clause that does not parse: where (``position``) and what was expected.
+
+    ``clause_index`` numbers the order_by clause the position is in; None for a filter.
+    """
+
+    def __init__(
+        self, message: str, *, position: int, expected: str, clause_index: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.position = position
+        self.expected = expected
+        self.clause_index = clause_index
+
+
+class AlreadyExists(Conflict):
+    """Something with this name or id exists already (MLflow answers 400, not 409)."""
+
+    error_code = "RESOURCE_ALREADY_EXISTS"
+    http_status = 400
