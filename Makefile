@@ -20,8 +20,8 @@ install: $(STAMP)  ## virtual environment with runstream and its test tools
 broker-jars: $(STAMP)  ## resolve the local Kafka broker's jars from Maven Central (cached)
 	$(BIN)/runstream broker --prepare
 
-up: broker-jars  ## start broker, projector and API on http://127.0.0.1:5005
-	$(BIN)/runstream up
+up: broker-jars  ## start broker, projector and API on http://127.0.0.1:5005, then log a demo training job
+	$(BIN)/runstream up --demo
 
 test: broker-jars  ## the whole test suite (starts its own Kafka broker)
 	@# pytest exits 5 when it collects no tests: not a failure of the build.

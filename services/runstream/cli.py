@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runstream import __version__
+from runstream.client import commands as client_commands
 from runstream.settings import Settings, env_var
 
 log = logging.getLogger("runstream")
@@ -108,6 +109,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
         _announce_when_serving(server, settings, bootstrap)
+        if getattr(args, "demo", False):
+            client_commands.demo_when_serving(server, settings, bootstrap)
         server.run()
     except KeyboardInterrupt:
         pass
@@ -139,7 +142,11 @@ def _announce_when_serving(server: Any, settings: Settings, bootstrap: str) -> N
             f"  web UI and API:  {url}/\n"
             f"  health:          {url}/health\n"
             f"  mlflow client:   export MLFLOW_TRACKING_URI={url}\n"
-            f"  runstream client: export RUNSTREAM_KAFKA_BOOTSTRAP={bootstrap}\n"
+            f"  runstream client: export RUNSTREAM_KAFKA_BOOTSTRAP={bootstrap} "
+            f"RUNSTREAM_ARTIFACT_ROOT={settings.artifacts_dir.resolve()}"
+            + ("" if settings.topic_prefix == "runstream"
+               else f" RUNSTREAM_TOPIC_PREFIX={settings.topic_prefix}")
+            + "\n"
             f"  data:            {settings.data_dir.resolve()}\n"
             "Press Ctrl-C to stop.",
             flush=True,
@@ -188,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=cmd_up.__doc__,
     )
     _add_node_flags(up)
+    client_commands.add_up_flags(up)
     up.set_defaults(func=cmd_up)
 
     broker = sub.add_parser(
@@ -209,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     from runstream import ops_commands
 
     ops_commands.register(sub)
+    client_commands.register(sub)
     return parser
 
 

@@ -1,0 +1,163 @@
+"""Training-client benchmarks: the cost of log_metric, end_run, and sustained points/s.
+
+Run: .venv/bin/pytest tests/bench/test_client_bench.py -s --override-ini addopts=
+Sizes via RUNSTREAM_BENCH_CALLS (log_metric calls timed, default 1,000,000) and
+RUNSTREAM_BENCH_CLIENT_POINTS (points per throughput test, default 2,000,000).
+Figures are printed; nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import runstream
+from runstream.node import QueryNode
+from runstream.settings import Settings
+
+CALLS = int(os.environ.get("RUNSTREAM_BENCH_CALLS", 1_000_000))
+POINTS = int(os.environ.get("RUNSTREAM_BENCH_CLIENT_POINTS", 2_000_000))
+CLEAR_ENV = ("RUNSTREAM_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS", "RUNSTREAM_RUN_ID",
+             "RUNSTREAM_RANK", "RANK")
+
+
+def _pct(sorted_ns: list[int], q: float) -> int:
+    return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * q))]
+
+
+def test_log_metric_call_cost_and_end_run(topics: Settings, bootstrap: str, tmp_path: Path
+                                          ) -> None:
+    runstream.configure(kafka_bootstrap=bootstrap, topic_prefix=topics.topic_prefix,
+                        data_dir=tmp_path / "data", spool_dir=tmp_path / "spool",
+                        replay_on_start=False, max_pending_points=2 * CALLS + 10)
+    try:
+        pc = time.perf_counter_ns
+        # The cost of the timing itself, subtracted below.
+        cal = []
+        for _ in range(200_000):
+            t0 = pc()
+            cal.append(pc() - t0)
+        overhead = int(statistics.median(cal))
+
+        log_metric = runstream.log_metric
+        run = runstream.start_run(run_name="bench-call-cost")
+        costs = [0] * CALLS
+        for i in range(CALLS):
+            t0 = pc()
+            log_metric("loss", 0.5, i)
+            costs[i] = pc() - t0 - overhead
+        costs.sort()
+        print(f"\nlog_metric (runstream.log_metric, active run), {CALLS:,} calls timed one by one "
+              f"(timer overhead {overhead} ns subtracted):")
+        print(f"  p50 {_pct(costs, 0.5) / 1000:.2f} µs   p90 {_pct(costs, 0.9) / 1000:.2f} µs   "
+              f"p99 {_pct(costs, 0.99) / 1000:.2f} µs   p99.9 {_pct(costs, 0.999) / 1000:.2f} µs"
+              f"   max {costs[-1] / 1e6:.1f} ms")
+
+        for name, fn in (("runstream.log_metric", log_metric), ("Run.log_metric", run.log_metric)):
+            t0 = time.perf_counter()
+            for i in range(CALLS):
+                fn("acc", 0.25, i)
+            dt = time.perf_counter() - t0
+            print(f"  untimed loop, {name}: {dt / CALLS * 1e9:.0f} ns/call on average "
+                  f"(background flushing included: it shares the GIL)")
+
+        snap = runstream.get_client().snapshot()
+        t0 = time.perf_counter()
+        result = run.end()
+        dt = time.perf_counter() - t0
+        print(f"end_run right after {3 * CALLS:,} points ({snap['pending_points']:,} still in "
+              f"memory, {snap['spool_unacked_bytes']:,} B spooled but unacked): "
+              f"{dt * 1000:.0f} ms until {result}")
+        run2 = runstream.start_run(run_name="bench-end-run-small")
+        for i in range(1000):
+            run2.log_metric("loss", 0.5, i)
+        t0 = time.perf_counter()
+        result = run2.end()
+        print(f"end_run after 1,000 points: {(time.perf_counter() - t0) * 1000:.1f} ms "
+              f"until {result}")
+    finally:
+        runstream.shutdown()
+
+
+WORKER = textwrap.dedent("""
+    import json, os, sys, time, runstream
+    n = int(sys.argv[1])
+    base = int(os.environ["RUNSTREAM_RANK"]) * n
+    with runstream.start_run() as run:
+        print("started", flush=True)
+        t0 = time.time()
+        # Distinct values per rank: the read model keeps one copy of an exact duplicate
+        # (same run, key, step, timestamp and value), as MLflow's store does.
+        for i in range(n):
+            runstream.log_metric("loss", float(base + i), i)
+        t_logged = time.time()
+    t_delivered = time.time()
+    print(json.dumps({"start": t0, "logged": t_logged, "delivered": t_delivered, "n": n,
+                      "stats": runstream.get_client().snapshot()}), flush=True)
+""")
+
+
+@pytest.mark.parametrize("processes", [1, 8])
+def test_sustained_points_per_second_into_the_read_model(
+    settings: Settings, bootstrap: str, tmp_path: Path, processes: int
+) -> None:
+    node = QueryNode.open(settings, bootstrap)
+    run_id = runstream.new_run_id()
+    per = POINTS // processes
+    env = {k: v for k, v in os.environ.items() if k not in CLEAR_ENV}
+    env.update(RUNSTREAM_KAFKA_BOOTSTRAP=bootstrap, RUNSTREAM_TOPIC_PREFIX=settings.topic_prefix,
+               RUNSTREAM_RUN_ID=run_id, RUNSTREAM_DATA_DIR=str(settings.data_dir),
+               RUNSTREAM_REPLAY_ON_START="0", RUNSTREAM_EXPERIMENT_NAME="bench")
+    try:
+        procs = []
+        for rank in range(processes):
+            p = subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(per)], stdout=subprocess.PIPE, text=True,
+                env={**env, "RUNSTREAM_RANK": str(rank),
+                     "RUNSTREAM_SPOOL_DIR": str(tmp_path / f"spool{rank}")},
+            )
+            assert p.stdout is not None
+            if rank == 0:
+                assert p.stdout.readline().strip() == "started"  # the run exists
+            procs.append(p)
+        results = []
+        for p in procs:
+            out, _ = p.communicate(timeout=900)
+            assert p.returncode == 0, out
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        total = per * processes
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            with node.store.reading() as cur:
+                row = cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
+                                  [run_id]).fetchone()
+            if row and row[0] >= total:
+                break
+            time.sleep(0.02)
+        t_projected = time.time()
+        start = min(r["start"] for r in results)
+        logged = max(r["logged"] for r in results)
+        delivered = max(r["delivered"] for r in results)
+        print(f"\n{processes} process(es) x {per:,} points into one run ({total:,} points):")
+        for r in results[:2]:
+            rate = r["n"] / (r["logged"] - r["start"])
+            print(f"  one process logged at {rate:,.0f} points/s "
+                  f"(blocked {r['stats']['blocked_s']} s, {r['stats']['events_spooled']} events)")
+        print(f"  all logged after      {logged - start:6.2f} s  ({total / (logged - start):,.0f} "
+              f"points/s)")
+        print(f"  all acknowledged after {delivered - start:6.2f} s  "
+              f"({total / (delivered - start):,.0f} points/s)")
+        print(f"  all in the read model after {t_projected - start:6.2f} s  "
+              f"({total / (t_projected - start):,.0f} points/s)")
+        with node.store.reading() as cur:
+            assert cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
+                               [run_id]).fetchone() == (total,)
+    finally:
+        node.close()

@@ -1,0 +1,317 @@
+"""The client API without a broker: every event lands in the spool, in order, as specified."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import runstream
+from runstream.client import BackpressureTimeout, Client, ClientError, ClientSettings
+from runstream.client.spool import Segment, orphan_paths
+from runstream.errors import InvalidInput
+from runstream.schemas import Event, MetricsLogged, decode_event
+from runstream.schemas.ids import experiment_id_for_name
+from runstream.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _no_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("RUNSTREAM_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS", "RUNSTREAM_RUN_ID",
+                 "RUNSTREAM_RANK", "RANK", "RUNSTREAM_EXPERIMENT_NAME", "RUNSTREAM_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    runstream.shutdown()
+
+
+def _options(tmp_path: Path, **kw: Any) -> ClientSettings:
+    return ClientSettings(spool_dir=tmp_path / "spool", replay_on_start=False, **kw)
+
+
+def _client(tmp_path: Path, **kw: Any) -> Client:
+    return Client(Settings(data_dir=tmp_path / "data"), _options(tmp_path, **kw))
+
+
+def spooled_events(spool: Path) -> list[Event]:
+    """Every event in a (closed) spool, in spool order."""
+    events = []
+    for i, path in enumerate(orphan_paths(spool)):
+        seg = Segment.open_orphan(path, i)
+        assert seg is not None
+        events += [decode_event(r.value) for r in seg.records()]
+        seg.close()
+    return events
+
+
+def _types(events: list[Event]) -> list[str]:
+    return [e.type for e in events]  # type: ignore[attr-defined]
+
+
+def _points(events: list[Event]) -> list[tuple[str, float, int, int]]:
+    return [p for e in events if isinstance(e, MetricsLogged) for p in e.body.points()]
+
+
+def test_a_run_publishes_its_events_in_order(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    with client.start_run(experiment_name="exp", run_name="first", tags={"team": "a"},
+                          description="a note") as run:
+        run.log_param("lr", 0.1)
+        run.log_params({"layers": 3, "act": "relu"})
+        for step in range(5):
+            run.log_metric("loss", 1.0 / (step + 1), step=step, timestamp=1000 + step)
+        run.log_metrics({"acc": 0.5, "nan": math.nan}, step=5, timestamp=2000)
+        run.set_tag("color", "blue")
+        run.delete_tag("team")
+        run.set_name("renamed")
+    assert run.info.status == "FINISHED" and run.info.end_time
+    client.close()
+    events = spooled_events(tmp_path / "spool")
+    assert _types(events) == [
+        "experiment.created", "run.created", "params.logged", "params.logged",
+        "metrics.logged", "tag.set", "tag.deleted", "tag.set", "run.renamed", "run.ended",
+    ]
+    exp_id = experiment_id_for_name("exp")
+    created = events[1]
+    assert created.experiment_id == exp_id and created.run_id == run.run_id
+    body = created.body  # type: ignore[attr-defined]
+    assert body.name == "first" and body.experiment_name == "exp"
+    assert body.artifact_uri == f"mlflow-artifacts:/{exp_id}/{run.run_id}/artifacts"
+    assert body.tags["team"] == "a" and body.tags["mlflow.note.content"] == "a note"
+    for key in ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.runName"):
+        assert key in body.tags
+    assert body.python_version and body.packages and body.command_line and body.host
+    assert [(kv.key, kv.value) for kv in events[3].body.params] == [  # type: ignore[attr-defined]
+        ("layers", "3"), ("act", "relu")]
+    points = _points(events)
+    assert points[:5] == [("loss", 1.0 / (s + 1), s, 1000 + s) for s in range(5)]
+    assert points[5] == ("acc", 0.5, 5, 2000) and points[6][0] == "nan"
+    assert math.isnan(points[6][1])
+    assert events[-1].body.status == "FINISHED"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED"), (SystemExit(0), "FINISHED"),
+     (SystemExit(3), "FAILED")],
+)
+def test_leaving_the_block_sets_the_status(tmp_path: Path, exc: BaseException, status: str
+                                           ) -> None:
+    client = _client(tmp_path)
+    with pytest.raises(type(exc)), client.start_run() as run:
+        run.log_metric("x", 1.0)
+        raise exc
+    client.close()
+    ended = [e for e in spooled_events(tmp_path / "spool") if e.type == "run.ended"]  # type: ignore[attr-defined]
+    assert [e.body.status for e in ended] == [status]  # type: ignore[attr-defined]
+
+
+def test_logging_to_an_ended_run_raises(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    run = client.start_run()
+    run.end("KILLED")
+    with pytest.raises(ClientError):
+        run.log_metric("x", 1.0)
+    with pytest.raises(ClientError):
+        run.set_tag("a", "b")
+    assert run.end() == "ended", "ending twice is harmless"
+    client.close()
+
+
+def test_invalid_input_is_refused_at_the_call(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    run = client.start_run()
+    with pytest.raises(InvalidInput):
+        run.log_metric("", 1.0)
+    with pytest.raises(InvalidInput):
+        run.log_metric("k" * 251, 1.0)
+    with pytest.raises(InvalidInput):
+        run.log_param("p", "v" * 6001)
+    with pytest.raises(InvalidInput):
+        run.end("DONE")
+    with pytest.raises((TypeError, ValueError)):
+        run.log_metric("ok", "not a number")  # type: ignore[arg-type]
+    client.close()
+
+
+def test_fluent_nested_runs_and_auto_start(tmp_path: Path) -> None:
+    runstream.configure(spool_dir=tmp_path / "spool", replay_on_start=False,
+                        data_dir=tmp_path / "data")
+    runstream.set_experiment("fluent")
+    with runstream.start_run(run_name="parent") as parent:
+        with pytest.raises(InvalidInput):
+            runstream.start_run()  # already active, not nested
+        with runstream.start_run(run_name="child", nested=True) as child:
+            assert runstream.active_run() is child
+            runstream.log_metric("m", 1.0)
+        assert runstream.active_run() is parent
+    assert runstream.active_run() is None
+    runstream.log_metric("auto", 2.0)  # no active run: one is started, as MLflow does
+    auto = runstream.active_run()
+    assert auto is not None and auto.run_id not in (parent.run_id, child.run_id)
+    runstream.end_run()
+    assert runstream.last_active_run() is auto
+    runstream.shutdown()
+    created = {e.run_id: e for e in spooled_events(tmp_path / "spool") if e.type == "run.created"}  # type: ignore[attr-defined]
+    assert set(created) == {parent.run_id, child.run_id, auto.run_id}
+    c = created[child.run_id].body  # type: ignore[attr-defined]
+    assert c.parent_run_id == parent.run_id and c.tags["mlflow.parentRunId"] == parent.run_id
+    exp = experiment_id_for_name("fluent")
+    assert {e.experiment_id for e in created.values()} == {exp}
+
+
+def test_distributed_rank_zero_creates_and_other_ranks_attach(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    shared = runstream.new_run_id()
+    monkeypatch.setenv("RUNSTREAM_RUN_ID", shared)
+    monkeypatch.setenv("RUNSTREAM_EXPERIMENT_NAME", "dist")
+    for rank in (0, 1):
+        monkeypatch.setenv("RUNSTREAM_RANK", str(rank))
+        spool = tmp_path / f"spool{rank}"
+        runstream.configure(spool_dir=spool, replay_on_start=False, data_dir=tmp_path / "data",
+                            start_ack_timeout_s=0.5)
+        with runstream.start_run() as run:
+            assert run.run_id == shared and run.owner == (rank == 0)
+            runstream.log_metric("loss", float(rank), step=rank)
+        # The env run id is used once: a later run is a new one.
+        with runstream.start_run() as later:
+            assert later.run_id != shared
+        runstream.shutdown()
+        events = [e for e in spooled_events(spool) if e.run_id == shared]
+        kinds = _types(events)
+        if rank == 0:
+            assert kinds == ["run.created", "metrics.logged", "run.ended"]
+            assert events[0].experiment_id == experiment_id_for_name("dist")
+        else:
+            assert kinds == ["metrics.logged"], "an attached rank never creates or ends the run"
+
+
+def test_artifacts_are_copied_hashed_and_announced(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    model = tmp_path / "mymodel"
+    (model / "sub").mkdir(parents=True)
+    (model / "MLmodel").write_text("flavors: {}\n")
+    (model / "sub" / "weights.bin").write_bytes(b"\x00\x01" * 1000)
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    with client.start_run(experiment_id="7") as run:
+        run.log_artifact(data, "inputs")
+        run.log_text("hello", "notes/hello.txt")
+        run.log_dict({"k": 1}, "cfg.json")
+        run.log_artifacts(model, "model")
+        with pytest.raises(InvalidInput):
+            run.log_text("x", "../escape.txt")
+    client.close()
+    root = tmp_path / "data" / "artifacts" / "7" / run.run_id / "artifacts"
+    assert (root / "inputs" / "data.csv").read_text() == "a,b\n1,2\n"
+    assert (root / "model" / "sub" / "weights.bin").read_bytes() == b"\x00\x01" * 1000
+    logged = {e.body.path: e.body for e in spooled_events(tmp_path / "spool")  # type: ignore[attr-defined]
+              if e.type == "artifact.logged"}  # type: ignore[attr-defined]
+    assert set(logged) == {"inputs/data.csv", "notes/hello.txt", "cfg.json", "model/MLmodel",
+                           "model/sub/weights.bin"}
+    assert logged["notes/hello.txt"].digest == hashlib.sha256(b"hello").hexdigest()
+    assert logged["model/sub/weights.bin"].size == 2000
+    assert logged["model/MLmodel"].is_model and logged["model/sub/weights.bin"].is_model
+    assert not logged["inputs/data.csv"].is_model
+
+
+def test_memory_bound_blocks_then_times_out_without_dropping(tmp_path: Path) -> None:
+    # No broker: nothing is ever acknowledged, the spool fills at its bound, memory fills at
+    # max_pending_points, and log_metric waits; with max_block_s it raises instead.
+    client = _client(tmp_path, spool_max_bytes=64 * 1024, max_pending_points=2000,
+                     flush_points=500, max_block_s=0.3, flush_interval_ms=5)
+    run = client.start_run()
+    calls = 0
+    with pytest.raises(BackpressureTimeout, match="nothing was dropped"):
+        for i in range(1_000_000):
+            calls += 1
+            run.log_metric("loss", float(i), step=i)
+    snap = client.snapshot()
+    assert snap["spool_full"] and snap["blocked_calls"] >= 1
+    # Every point given to log_metric is in memory or in the spool, the one of the call that
+    # raised included (it was queued before the call waited): nothing to re-log.
+    assert snap["points_spooled"] + snap["pending_points"] == calls
+    client.close(timeout_s=1)
+    points = _points(spooled_events(tmp_path / "spool"))
+    assert [p[2] for p in points] == list(range(calls)), "all of them, in order, at close"
+
+
+def test_exit_ends_the_open_run_with_the_status_of_the_exit(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import sys, runstream
+        run = runstream.start_run(run_name=sys.argv[1])
+        runstream.log_metric("x", 1.0)
+        if sys.argv[1] == "error":
+            raise RuntimeError("uncaught")
+        if sys.argv[1] == "interrupt":
+            raise KeyboardInterrupt
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RUNSTREAM_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS", "RUNSTREAM_RUN_ID")}
+    expected = {"ok": "FINISHED", "error": "FAILED", "interrupt": "KILLED"}
+    for how in expected:
+        spool = tmp_path / how
+        env.update(RUNSTREAM_SPOOL_DIR=str(spool), RUNSTREAM_REPLAY_ON_START="0",
+                   RUNSTREAM_DATA_DIR=str(tmp_path / "data"))
+        subprocess.run([sys.executable, "-c", script, how], env=env, capture_output=True,
+                       timeout=60)
+        events = spooled_events(spool)
+        assert _types(events)[-1] == "run.ended", how
+        assert events[-1].body.status == expected[how], how  # type: ignore[attr-defined]
+        assert len(_points(events)) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_logs_to_the_parents_run_without_owning_it(tmp_path: Path) -> None:
+    runstream.configure(spool_dir=tmp_path / "spool", replay_on_start=False,
+                        data_dir=tmp_path / "data")
+    with runstream.start_run(run_name="parent") as run:
+        runstream.log_metric("from_parent", 1.0)
+        pid = os.fork()
+        if pid == 0:  # the child: log through the inherited run, flush, leave
+            code = 0
+            try:
+                runstream.log_metric("from_child", 2.0, step=1)
+                run.set_tag("child", "was here")
+                runstream.end_run()  # flushes the child's events; the run stays the parent's
+            except BaseException:  # noqa: BLE001
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        runstream.log_metric("from_parent", 3.0, step=2)
+    runstream.shutdown()
+    events = [e for e in spooled_events(tmp_path / "spool") if e.run_id == run.run_id]
+    keys = sorted(p[0] for p in _points(events))
+    assert keys == ["from_child", "from_parent", "from_parent"]
+    assert _types(events).count("run.created") == 1
+    assert [e.body.status for e in events if e.type == "run.ended"] == ["FINISHED"]  # type: ignore[attr-defined]
+    assert any(e.type == "tag.set" and e.body.key == "child" for e in events)  # type: ignore[attr-defined]
+
+
+def test_end_run_waits_for_a_broker_that_answers_again(tmp_path: Path) -> None:
+    """A stale outage flag (an earlier blip) must not make end_run skip the delivery."""
+    from tests.unit.test_client_spool import FakeProducer
+
+    fake = FakeProducer({})
+    client = Client(Settings(kafka_bootstrap="fake:9092", data_dir=tmp_path / "data"),
+                    _options(tmp_path))
+    client.sender._factory = lambda cfg: fake
+    run = client.start_run()
+    run.log_metric("x", 1.0)
+    assert client.flush(10) == "delivered"
+    client.sender.healthy = False  # as after "all brokers down" while nothing was in flight
+    run.log_metric("x", 2.0, step=1)
+    assert run.end() == "delivered"
+    assert client.sender.healthy
+    client.close()
+    kinds = [decode_event(v).type for v in fake.log]  # type: ignore[attr-defined]
+    assert kinds == ["run.created", "metrics.logged", "metrics.logged", "run.ended"]
+    assert orphan_paths(tmp_path / "spool") == []
