@@ -6,7 +6,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from runstream import __version__
-from runstream.api import admin
+from runstream.api import admin, mlflow_artifacts, mlflow_rest, native, ui, ui_support
+from runstream.api.errors import install_error_handlers
 from runstream.node import QueryNode
 
 
@@ -17,7 +18,13 @@ def create_app(node: QueryNode) -> FastAPI:
         description="Event-sourced experiment tracking: search, compare and manage runs.",
     )
     app.state.node = node
+    install_error_handlers(app)
     app.include_router(admin.router)
+    app.include_router(native.router)
+    app.include_router(mlflow_rest.router)  # MLflow's REST API (issue #5)
+    app.include_router(mlflow_artifacts.router)  # MLflow's artifact proxy (issue #5)
+    app.include_router(ui_support.router)  # what the web UI reads beyond native (issue #6)
+    app.include_router(ui.router)  # the web UI at / (issue #6)
 
     @app.get("/health", tags=["node"], summary="Liveness, projector lag and dead letters")
     def health() -> JSONResponse:
