@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install broker-jars up test bench lint schemas clean
+.PHONY: help install broker-jars browser up test bench lint schemas clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,7 +23,11 @@ broker-jars: $(STAMP)  ## resolve the local Kafka broker's jars from Maven Centr
 up: broker-jars  ## start broker, projector and API on http://127.0.0.1:5005, then log a demo training job
 	$(BIN)/runstream up --demo
 
-test: broker-jars  ## the whole test suite (starts its own Kafka broker)
+browser:  ## Debian's chromium for the web UI's browser tests (needs root; else they are skipped)
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium not installed: the browser tests will be skipped"
+
+test: broker-jars browser  ## the whole test suite (starts its own Kafka broker)
 	@# pytest exits 5 when it collects no tests: not a failure of the build.
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
