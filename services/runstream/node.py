@@ -48,6 +48,7 @@ class QueryNode:
     started_at: float = field(default_factory=time.time)
     rebuild_status: RebuildStatus = field(default_factory=RebuildStatus)
     _rebuild_lock: threading.Lock = field(default_factory=threading.Lock)
+    _closing: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def open(cls, settings: Settings, bootstrap: str) -> QueryNode:
@@ -105,7 +106,8 @@ class QueryNode:
 
     def start_retention_job(self, every_s: float = 3600.0) -> threading.Thread:
         def loop() -> None:
-            while not self.projector._stop.wait(every_s):
+            # The node's own stop signal: a rebuild replaces (and stops) the projector.
+            while not self._closing.wait(every_s):
                 try:
                     self.purge_expired()
                 except Exception:  # noqa: BLE001 - retried at the next tick
@@ -158,7 +160,7 @@ class QueryNode:
             return status
         except Exception as exc:
             status.state, status.error, status.finished_at = "failed", repr(exc), time.time()
-            if not self.projector._thread or not self.projector._thread.is_alive():
+            if not self.projector.running:
                 self.projector = _projector(self.settings, self.bootstrap, self.store)
                 self.projector.start()
             raise
@@ -190,6 +192,7 @@ class QueryNode:
         }
 
     def close(self) -> None:
+        self._closing.set()
         self.projector.stop()
         try:
             self.producer.flush(5)

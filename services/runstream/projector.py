@@ -98,6 +98,11 @@ class Projector:
         self.consumer.close()
         self.dead_letters.flush(5)
 
+    @property
+    def running(self) -> bool:
+        """Whether the background thread started by :meth:`start` is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def caught_up_with(self, high: dict[int, int]) -> bool:
         """Whether every partition is applied up to the given high watermarks."""
         applied = self.applied_offsets()
@@ -176,7 +181,7 @@ class Projector:
             return 0
         next_offsets = _next_offsets(messages)
         result = self._apply(decoded, next_offsets)
-        by_id = {d.event.event_id: d for d in decoded}
+        by_id = {d.event.event_id: d for d in decoded} if result.rejected else {}
         for rejected in result.rejected:
             origin = by_id.get(rejected.event.event_id)
             self.stats.rejected[rejected.reason] += 1

@@ -312,9 +312,6 @@ def select_runs(
     )
 
 
-_select_runs = select_runs  # the name api/ui_support.py first used
-
-
 def search_runs(
     cur: Cursor,
     *,

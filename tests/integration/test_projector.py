@@ -134,12 +134,14 @@ def test_rebuild_gives_the_same_tables_and_the_node_answers_throughout(node: Que
             with node.store.reading() as cur:
                 answers.append(cur.execute("SELECT count(*) FROM runs").fetchone()[0])
 
+    retention = node.start_retention_job(every_s=3600)
     reader = threading.Thread(target=query_during_rebuild)
     reader.start()
     status = node.rebuild()
     stop.set()
     reader.join()
     assert status.state == "done" and node.store.path != live_path
+    assert retention.is_alive(), "the retention job outlives the projector a rebuild replaced"
     assert answers and set(answers) == {30}, "readers saw the full read model all along"
     with node.store.reading() as cur:
         after = {t: sorted(cur.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in PROJECTED_TABLES}

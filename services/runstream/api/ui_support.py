@@ -5,7 +5,7 @@ offset (a virtual scroller jumps anywhere), only the columns on screen, and runs
 their parent even when parent and children land on different pages. The native search pages
 with opaque tokens and returns every param, tag and metric of a run, so the table has its own
 endpoint here. Filter, order_by, view and has_model go through the same compiled selection as
-``queries.search_runs`` (``queries._select_runs``): one filter language, one set of errors.
+``queries.search_runs`` (``queries.select_runs``): one filter language, one set of errors.
 
 Also here: the key catalog (which params and metrics exist, for column and axis pickers),
 experiments with their run counts, the CSV of chosen runs as a form post (10,000 ids do not
@@ -78,7 +78,7 @@ def _selection(
     view: str, has_model: bool | None,
 ) -> Any:
     # The native search's own selection: same parser, same SQL, same error messages.
-    return queries._select_runs(experiment_ids, filter, order_by, view, has_model)
+    return queries.select_runs(experiment_ids, filter, order_by, view, has_model)
 
 
 # (table, value column) of param and metric columns: fixed SQL, chosen by name.
