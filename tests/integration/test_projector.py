@@ -179,3 +179,26 @@ def test_retention_purges_runs_past_the_window_with_an_injected_clock(node: Quer
     assert node.projector.stats.rejected["run_purged"] == 1
     with node.store.reading() as cur:
         assert cur.execute("SELECT reason FROM rejected_events WHERE run_id='old'").fetchall() == [("run_purged",)]
+
+
+def test_admin_endpoints_refuse_bad_input_and_change_nothing(topics: Settings, bootstrap: str) -> None:
+    import httpx
+
+    from tests.e2e.mlflow_node import ServedNode
+
+    served = ServedNode(topics, bootstrap)
+    try:
+        node = served.node
+        _wait_applied(node, node.producer.publish_and_wait([run_created("r"), ev(RunDeleted, run_id="r", t=0)]))
+        with httpx.Client(base_url=served.url) as http:
+            for body in ({"as_of_ms": -1}, {"dry_run": "maybe"}, {"unknown": 1}):
+                r = http.post("/admin/retention", json=body)
+                assert r.status_code == 400, body
+                assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+            r = http.post("/admin/retention", content=b"{not json",
+                          headers={"content-type": "application/json"})
+            assert r.status_code == 400
+        with node.store.reading() as cur:
+            assert cur.execute("SELECT count(*) FROM runs WHERE run_id = 'r'").fetchone() == (1,)
+    finally:
+        served.close()
