@@ -72,17 +72,17 @@ _RunState = str | None
 
 @dataclass
 class _MetricBuffer:
-    run_id: list[str] = field(default_factory=list)
+    run_key: list[int] = field(default_factory=list)
     key: list[str] = field(default_factory=list)
     step: list[int] = field(default_factory=list)
     timestamp: list[int] = field(default_factory=list)
     value: list[float] = field(default_factory=list)
 
-    def add(self, event: MetricsLogged) -> int:
+    def add(self, event: MetricsLogged, run_key: int) -> int:
         body = event.body
         n = len(body.values)
         keys = body.keys
-        self.run_id.extend([event.key] * n)
+        self.run_key.extend([run_key] * n)
         self.key.extend([keys[i] for i in body.key_index])
         self.step.extend(body.steps)
         self.timestamp.extend(body.timestamps)
@@ -95,7 +95,7 @@ class _MetricBuffer:
     def to_arrow(self) -> pa.Table:
         return pa.table(
             {
-                "run_id": pa.array(self.run_id, pa.string()),
+                "run_key": pa.array(self.run_key, pa.int32()),
                 "key": pa.array(self.key, pa.string()),
                 "step": pa.array(self.step, pa.int64()),
                 "timestamp": pa.array(self.timestamp, pa.int64()),
@@ -141,6 +141,9 @@ class _BatchApplier:
         self.result = BatchResult()
         self.pending = _Pending()
         self.runs: dict[str, _RunState] = {}
+        # run id -> run_key, for every run this batch knows (created here or loaded).
+        self.keys: dict[str, int] = {}
+        self._last_key: int | None = None
 
     def run(self) -> BatchResult:
         fresh = self._drop_already_applied()
@@ -184,14 +187,24 @@ class _BatchApplier:
         run_ids = sorted({e.run_id for e in events if e.run_id})
         if not run_ids:
             return
-        for run_id, stage in self.con.execute(
-            "SELECT run_id, lifecycle_stage FROM runs WHERE run_id IN (SELECT unnest($1)) "
-            "UNION ALL SELECT run_id, 'purged' FROM purged_runs "
+        for run_id, stage, run_key in self.con.execute(
+            "SELECT run_id, lifecycle_stage, run_key FROM runs WHERE run_id IN (SELECT unnest($1)) "
+            "UNION ALL SELECT run_id, 'purged', NULL FROM purged_runs "
             "WHERE run_id IN (SELECT unnest($1))",
             [run_ids],
         ).fetchall():
             if self.runs.get(run_id) != "purged":
                 self.runs[run_id] = stage
+            if run_key is not None:
+                self.keys[run_id] = run_key
+
+    def _new_run_key(self) -> int:
+        """The next run key: one more than the greatest given, in log order."""
+        if self._last_key is None:
+            ((last,),) = self.con.execute("SELECT coalesce(max(run_key), 0) FROM runs").fetchall()
+            self._last_key = int(last)
+        self._last_key += 1
+        return self._last_key
 
     # ------------------------------------------------------------------ dispatch
 
@@ -215,7 +228,7 @@ class _BatchApplier:
             return "unknown_run"
         pending = self.pending
         if isinstance(event, MetricsLogged):
-            self.result.points += pending.metrics.add(event)
+            self.result.points += pending.metrics.add(event, self.keys[run_id])
         elif isinstance(event, ParamsLogged):
             buffered = pending.params.setdefault(run_id, {})
             for kv in event.body.params:
@@ -337,21 +350,23 @@ class _BatchApplier:
             (event.body.experiment_name or event.experiment_id, event.event_time_ms),
         )
         self.pending.runs.append(event)
+        self.keys[run_id] = self._new_run_key()
         for key, value in event.body.tags.items():
             self.pending.tags[(run_id, key)] = value
         self.runs[run_id] = "active"
         return None
 
     def _run_purged(self, event: RunPurged, run_id: str) -> None:
+        run_key = self.keys.pop(run_id)
         for table in (
-            "params",
-            "param_conflicts",
-            "tags",
-            "metric_history",
-            "metric_summary",
-            "artifacts",
-            "runs",
+            "run_params",
+            "run_tags",
+            "run_metric_history",
+            "run_metric_summary",
+            "run_artifacts",
         ):
+            self.con.execute(f"DELETE FROM {table} WHERE run_key = ?", [run_key])
+        for table in ("param_conflicts", "runs"):
             self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         self.con.execute(
             "INSERT INTO purged_runs VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -407,6 +422,7 @@ class _BatchApplier:
     def _insert_runs(self, events: list[RunCreated]) -> None:
         cols: dict[str, tuple[Any, list[Any]]] = {
             "run_id": (pa.string(), [e.run_id for e in events]),
+            "run_key": (pa.int32(), [self.keys[e.run_id] for e in events]),
             "experiment_id": (pa.string(), [e.experiment_id for e in events]),
             "name": (pa.string(), [e.body.name for e in events]),
             "user_id": (pa.string(), [e.body.user for e in events]),
@@ -425,10 +441,10 @@ class _BatchApplier:
             "host": (pa.string(), [e.body.host for e in events]),
         }
         self._insert(
-            "INSERT INTO runs (run_id, experiment_id, name, user_id, source_name, source_type, "
+            "INSERT INTO runs (run_id, run_key, experiment_id, name, user_id, source_name, source_type, "
             "entry_point, git_commit, git_dirty, git_remote, status, start_time, end_time, "
             "lifecycle_stage, parent_run_id, artifact_uri, python_version, packages, "
-            "command_line, host) SELECT run_id, experiment_id, name, user_id, source_name, "
+            "command_line, host) SELECT run_id, run_key, experiment_id, name, user_id, source_name, "
             "source_type, entry_point, git_commit, git_dirty, git_remote, 'RUNNING', start_time, "
             "NULL, 'active', parent_run_id, artifact_uri, python_version, packages, "
             "command_line, host FROM _new_runs",
@@ -438,12 +454,12 @@ class _BatchApplier:
 
     def _flush_params(self) -> None:
         pending = self.pending
-        run_ids = list(pending.params)
+        by_key = {self.keys[run_id]: run_id for run_id in pending.params}
         stored: dict[tuple[str, str], str] = {
-            (r, k): v
+            (by_key[r], k): v
             for r, k, v in self.con.execute(
-                "SELECT run_id, key, value FROM params WHERE run_id IN (SELECT unnest(?))",
-                [run_ids],
+                "SELECT run_key, key, value FROM run_params WHERE run_key IN (SELECT unnest(?))",
+                [list(by_key)],
             ).fetchall()
         }
         # A param is set once. The first value in log order wins; a later, different value
@@ -464,9 +480,9 @@ class _BatchApplier:
                 conflicts.append((run_id, key, kept, value, event_id, t))
         if new:
             self._insert(
-                "INSERT INTO params SELECT * FROM _params",
+                "INSERT INTO run_params SELECT * FROM _params",
                 "_params",
-                _arrow({"run_id": (pa.string(), [n[0] for n in new]),
+                _arrow({"run_key": (pa.int32(), [self.keys[n[0]] for n in new]),
                         "key": (pa.string(), [n[1] for n in new]),
                         "value": (pa.string(), [n[2] for n in new])}),
             )
@@ -476,16 +492,16 @@ class _BatchApplier:
     def _flush_tags(self) -> None:
         items = list(self.pending.tags.items())
         table = _arrow({
-            "run_id": (pa.string(), [k[0] for k, _ in items]),
+            "run_key": (pa.int32(), [self.keys[k[0]] for k, _ in items]),
             "key": (pa.string(), [k[1] for k, _ in items]),
             "value": (pa.string(), [v for _, v in items]),
         })
         self.con.register("_tags", table)
         try:
             self.con.execute(
-                "DELETE FROM tags WHERE (run_id, key) IN (SELECT (run_id, key) FROM _tags)"
+                "DELETE FROM run_tags WHERE (run_key, key) IN (SELECT (run_key, key) FROM _tags)"
             )
-            self.con.execute("INSERT INTO tags SELECT * FROM _tags WHERE value IS NOT NULL")
+            self.con.execute("INSERT INTO run_tags SELECT * FROM _tags WHERE value IS NOT NULL")
         finally:
             self.con.unregister("_tags")
 
@@ -524,7 +540,7 @@ class _BatchApplier:
     def _flush_artifacts(self) -> None:
         items = list(self.pending.artifacts.items())
         table = _arrow({
-            "run_id": (pa.string(), [k[0] for k, _ in items]),
+            "run_key": (pa.int32(), [self.keys[k[0]] for k, _ in items]),
             "path": (pa.string(), [k[1] for k, _ in items]),
             "size": (pa.int64(), [v[0] for _, v in items]),
             "digest": (pa.string(), [v[1] for _, v in items]),
@@ -534,12 +550,13 @@ class _BatchApplier:
         self.con.register("_artifacts", table)
         try:
             self.con.execute(
-                "DELETE FROM artifacts WHERE (run_id, path) IN (SELECT (run_id, path) FROM _artifacts)"
+                "DELETE FROM run_artifacts WHERE (run_key, path) IN "
+                "(SELECT (run_key, path) FROM _artifacts)"
             )
-            self.con.execute("INSERT INTO artifacts SELECT * FROM _artifacts")
+            self.con.execute("INSERT INTO run_artifacts SELECT * FROM _artifacts")
             self.con.execute(
-                "UPDATE runs SET has_model = TRUE WHERE run_id IN "
-                "(SELECT run_id FROM _artifacts WHERE is_model)"
+                "UPDATE runs SET has_model = TRUE WHERE run_key IN "
+                "(SELECT run_key FROM _artifacts WHERE is_model)"
             )
         finally:
             self.con.unregister("_artifacts")
@@ -578,57 +595,58 @@ def merge_metric_points(con: SqlConnection, points: pa.Table) -> None:
             "CREATE OR REPLACE TEMP TABLE _points AS "
             # "+ 0.0" turns -0.0 into 0.0: they are equal numbers, so one point, and which
             # sign survived must not depend on arrival order.
-            "SELECT DISTINCT run_id, key, step, timestamp, value + 0.0 AS value FROM _incoming"
+            "SELECT DISTINCT run_key, key, step, timestamp, value + 0.0 AS value FROM _incoming"
         )
     finally:
         con.unregister("_incoming")
     not_newer = (
-        "FROM _points p JOIN metric_summary s USING (run_id, key) "
+        "FROM _points p JOIN run_metric_summary s USING (run_key, key) "
         "WHERE p.step < s.latest_step OR "
         "(p.step = s.latest_step AND p.timestamp <= s.latest_timestamp)"
     )
     suspects = con.execute(f"SELECT count(*) {not_newer}").fetchone()
     if suspects and suspects[0]:
         con.execute(
-            "DELETE FROM _points p WHERE EXISTS (SELECT 1 FROM metric_history h "
-            f"WHERE h.run_id IN (SELECT DISTINCT p.run_id {not_newer}) "
-            "AND h.run_id = p.run_id AND h.key = p.key AND h.step = p.step "
+            "DELETE FROM _points p WHERE EXISTS (SELECT 1 FROM run_metric_history h "
+            f"WHERE h.run_key IN (SELECT DISTINCT p.run_key {not_newer}) "
+            "AND h.run_key = p.run_key AND h.key = p.key AND h.step = p.step "
             "AND h.timestamp = p.timestamp AND h.value = p.value)"
         )
-    con.execute("INSERT INTO metric_history SELECT * FROM _points")
+    con.execute("INSERT INTO run_metric_history SELECT * FROM _points")
     latest_new = _LATEST_KEY.format(s="step", t="timestamp", v="value")
     # One arg_max returning a struct, not three: the aggregate is the costliest statement.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _agg AS "
-        "SELECT run_id, key, mn, mx, l.v AS lv, l.s AS ls, l.t AS lt, n FROM ("
-        "SELECT run_id, key, "
+        "SELECT run_key, key, mn, mx, l.v AS lv, l.s AS ls, l.t AS lt, n FROM ("
+        "SELECT run_key, key, "
         "min(value) FILTER (WHERE NOT isnan(value)) AS mn, "
         "max(value) FILTER (WHERE NOT isnan(value)) AS mx, "
         f"arg_max(struct_pack(s := step, t := timestamp, v := value), {latest_new}) AS l, "
-        "count(*) AS n FROM _points GROUP BY run_id, key)"
+        "count(*) AS n FROM _points GROUP BY run_key, key)"
     )
     newer = "{new} > {old}".format(
         new=_LATEST_KEY.format(s="a.ls", t="a.lt", v="a.lv"),
         old=_LATEST_KEY.format(
-            s="metric_summary.latest_step",
-            t="metric_summary.latest_timestamp",
-            v="metric_summary.latest_value",
+            s="run_metric_summary.latest_step",
+            t="run_metric_summary.latest_timestamp",
+            v="run_metric_summary.latest_value",
         ),
     )
     con.execute(
-        "UPDATE metric_summary SET "
-        "min_value = least(metric_summary.min_value, a.mn), "
-        "max_value = greatest(metric_summary.max_value, a.mx), "
-        f"latest_value = CASE WHEN {newer} THEN a.lv ELSE metric_summary.latest_value END, "
-        f"latest_step = CASE WHEN {newer} THEN a.ls ELSE metric_summary.latest_step END, "
+        "UPDATE run_metric_summary SET "
+        "min_value = least(run_metric_summary.min_value, a.mn), "
+        "max_value = greatest(run_metric_summary.max_value, a.mx), "
+        f"latest_value = CASE WHEN {newer} THEN a.lv ELSE run_metric_summary.latest_value END, "
+        f"latest_step = CASE WHEN {newer} THEN a.ls ELSE run_metric_summary.latest_step END, "
         f"latest_timestamp = CASE WHEN {newer} THEN a.lt "
-        "ELSE metric_summary.latest_timestamp END, "
-        "count = metric_summary.count + a.n "
-        "FROM _agg a WHERE metric_summary.run_id = a.run_id AND metric_summary.key = a.key"
+        "ELSE run_metric_summary.latest_timestamp END, "
+        "count = run_metric_summary.count + a.n "
+        "FROM _agg a WHERE run_metric_summary.run_key = a.run_key "
+        "AND run_metric_summary.key = a.key"
     )
     con.execute(
-        "INSERT INTO metric_summary SELECT a.* FROM _agg a WHERE NOT EXISTS "
-        "(SELECT 1 FROM metric_summary s WHERE s.run_id = a.run_id AND s.key = a.key)"
+        "INSERT INTO run_metric_summary SELECT a.* FROM _agg a WHERE NOT EXISTS "
+        "(SELECT 1 FROM run_metric_summary s WHERE s.run_key = a.run_key AND s.key = a.key)"
     )
     con.execute("DROP TABLE IF EXISTS _points")
     con.execute("DROP TABLE IF EXISTS _agg")

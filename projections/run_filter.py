@@ -119,6 +119,9 @@ class CompiledOrder:
 
     sql: str
     params: tuple[object, ...]
+    # True when the first key is start_time DESC (the default order): the page can then be
+    # looked for among the most recently created runs first (see queries.search_runs).
+    newest_first: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,7 +409,7 @@ _NULL_OPS: Final[frozenset[str]] = frozenset({"IS NULL", "IS NOT NULL"})
 class _Schema:
     what: str  # "run" or "experiment", for messages
     alias: str  # table alias in the compiled SQL
-    id_column: str
+    id_column: str  # the column joining the owner to its tag rows
     entities: Mapping[str, Entity]
     # canonical attribute key -> (column, comparators allowed with a quoted string / list)
     string_attrs: Mapping[str, tuple[str, frozenset[str]]]
@@ -425,7 +428,7 @@ _RUN_STRING_OPS: Final = _STRING_OPS
 _RUN_SCHEMA: Final = _Schema(
     what="run",
     alias="r",
-    id_column="run_id",
+    id_column="run_key",  # the per-run tables are keyed by the run's integer key
     entities={
         "metric": "metric", "metrics": "metric",
         "param": "param", "params": "param", "parameter": "param", "parameters": "param",
@@ -457,7 +460,7 @@ _RUN_SCHEMA: Final = _Schema(
         "lifecycle_stage": "choose active or deleted runs with run_view_type instead",
         "deleted_time": "it cannot be searched",
     },
-    tag_table="tags",
+    tag_table="run_tags",
     extra_entities={"dataset": "run", "datasets": "run"},
 )
 
@@ -982,14 +985,14 @@ class _Compiler:
         key = self.bind(node.ident.key)
         cond = _numeric_condition(column, node.op, self.bind(node.value.value))
         return (
-            f"EXISTS (SELECT 1 FROM metric_summary m WHERE m.run_id = r.run_id "
+            f"EXISTS (SELECT 1 FROM run_metric_summary m WHERE m.run_key = r.run_key "
             f"AND m.key = {key} AND {cond})"
         )
 
     def key_value(self, node: Comparison) -> str:
         schema = self.schema
         if node.ident.entity == "param":
-            table, owner = "params", "run_id"
+            table, owner = "run_params", "run_key"
         else:
             table, owner = schema.tag_table, schema.id_column
         head = (
@@ -1080,7 +1083,7 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
         direction = "DESC" if order_key.descending else "ASC"
         if ident.entity == "metric":
             column = _METRIC_COLUMNS[ident.aggregate or "latest"]
-            lookup = "FROM metric_summary m WHERE m.run_id = r.run_id AND m.key = ?"
+            lookup = "FROM run_metric_summary m WHERE m.run_key = r.run_key AND m.key = ?"
             # One lookup per key: DuckDB sorts NaN above every number, so ascending on the
             # value (or on its negation, for DESC) gives numbers in the asked direction, then
             # NaN, then runs without the metric (NULLS LAST), whatever the direction.
@@ -1088,10 +1091,10 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
             parts.append(f"(SELECT {value} {lookup}) ASC NULLS LAST")
             params.append(ident.key)
         elif ident.entity in ("param", "tag"):
-            table = "params" if ident.entity == "param" else "tags"
+            table = "run_params" if ident.entity == "param" else "run_tags"
             # Strings sort in byte order; runs without the key last in both directions.
             parts.append(
-                f"(SELECT kv.value FROM {table} kv WHERE kv.run_id = r.run_id AND kv.key = ?) "
+                f"(SELECT kv.value FROM {table} kv WHERE kv.run_key = r.run_key AND kv.key = ?) "
                 f"{direction} NULLS LAST"
             )
             params.append(ident.key)
@@ -1106,4 +1109,6 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
         parts.append("r.start_time DESC NULLS LAST")
     if "run_id" not in listed:
         parts.append("r.run_id ASC")
-    return CompiledOrder(", ".join(parts), tuple(params))
+    return CompiledOrder(
+        ", ".join(parts), tuple(params), newest_first=parts[0] == "r.start_time DESC NULLS LAST"
+    )

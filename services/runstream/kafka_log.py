@@ -134,9 +134,9 @@ def _wait_for_topic(admin: AdminClient, topic: str, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         md = admin.list_topics(topic=topic, timeout=5)
         t = md.topics.get(topic)
-        if t is not None and t.error is None and t.partitions:
-            if all(p.leader >= 0 for p in t.partitions.values()):
-                return
+        if (t is not None and t.error is None and t.partitions
+                and all(p.leader >= 0 for p in t.partitions.values())):
+            return
         time.sleep(0.1)
     raise LogError(f"topic {topic} has no leaders after {timeout_s:.0f}s")
 

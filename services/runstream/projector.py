@@ -21,6 +21,7 @@ from runstream.kafka_log import (
     decode_messages,
     partition_count,
 )
+from runstream.projections import layout
 from runstream.projections.apply_events import BatchResult, Rejected, apply_batch
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ class ProjectorStats:
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     last_batch_at: float = 0.0
+    clusterings: int = 0  # key/value tables rewritten in key order (projections.layout)
+
+
+# How often the projector looks whether a key/value table needs re-clustering (3 row counts).
+LAYOUT_CHECK_S = 2.0
 
 
 class Projector:
@@ -79,6 +85,7 @@ class Projector:
         self._applied: dict[int, int] = store.next_offsets(topic)
         self._high: dict[int, int] = {}
         self._high_checked = 0.0
+        self._layout_checked = 0.0
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -196,7 +203,33 @@ class Projector:
             self._applied.update(next_offsets)
             self._cond.notify_all()
         self.consumer.commit_advisory(next_offsets)
+        self._keep_layout()
         return len(messages)
+
+    def _keep_layout(self, force: bool = False) -> None:
+        """Re-sort the key/value tables whose unsorted tail has grown (projections.layout),
+        each in its own transaction; checked every LAYOUT_CHECK_S at most."""
+        now = time.monotonic()
+        if not force and now - self._layout_checked < LAYOUT_CHECK_S:
+            return
+        self._layout_checked = now
+        cur = self.store.cursor()
+        try:
+            for table in layout.due(cur):
+                started = time.perf_counter()
+                cur.execute("BEGIN TRANSACTION")
+                try:
+                    rows = layout.cluster(cur, table)
+                    cur.execute("COMMIT")
+                except Exception:  # noqa: BLE001 - a layout chore must not stop the log
+                    cur.execute("ROLLBACK")
+                    log.exception("could not re-sort %s by key", table)
+                    continue
+                self.stats.clusterings += 1
+                log.info("re-sorted %s by key: %d rows in %.2fs", table, rows,
+                         time.perf_counter() - started)
+        finally:
+            cur.close()
 
     def _apply(self, decoded: list[DecodedMessage], next_offsets: dict[int, int]) -> BatchResult:
         cur = self.store.cursor()

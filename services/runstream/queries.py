@@ -99,10 +99,11 @@ _VIEW_EXPERIMENTS: dict[str, str] = {
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MetricSummary:
+class MetricSummary(NamedTuple):
     """One metric of a run: its latest point (MLflow's rule: greatest step, timestamp, value),
-    the min and max over every point (NaN ignored; None when every point is NaN), and the count."""
+    the min and max over every point (NaN ignored; None when every point is NaN), and the count.
+    A NamedTuple, not a dataclass: a page of 1000 runs builds 20,000 of them, and a frozen
+    dataclass costs 5x more to construct."""
 
     key: str
     latest_value: float
@@ -270,6 +271,10 @@ class RunSelection:
     order: CompiledOrder
     fingerprint: str
     empty: bool  # an empty experiment list: nothing can match (as MLflow), skip the query
+    # The part of ``where`` without the user's filter (view, experiments, has_model): cheap
+    # to evaluate, and true of every run ``where`` selects.
+    base_where: str = "TRUE"
+    base_params: tuple[object, ...] = ()
 
 
 def select_runs(
@@ -304,12 +309,58 @@ def select_runs(
     if has_model is not None:
         where.append("r.has_model = ?")
         params.append(bool(has_model))
+    base_where, base_params = " AND ".join(where), tuple(params)
     where.append(f"({compiled.sql})")
     params.extend(compiled.params)
     fingerprint = _fingerprint("runs", exp_ids, filter or "", list(order_by or ()), view, has_model)
     return RunSelection(
-        " AND ".join(where), tuple(params), order, fingerprint, exp_ids is not None and not exp_ids
+        " AND ".join(where), tuple(params), order, fingerprint, exp_ids is not None and not exp_ids,
+        base_where, base_params,
     )
+
+
+# The first window of recent runs a newest-first page is looked for in, and how it grows.
+_FIRST_WINDOW = 4096
+_WINDOW_GROWTH = 8
+
+
+def page_run_keys(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[int]:
+    """The run keys of one page of a selection, in its order (``limit`` rows from ``offset``).
+
+    DuckDB finds a top-N with a heap fed in table order. Runs are stored in creation order, so
+    for the default order, newest first, every run scanned is newer than the heap's worst
+    and replaces it: 100,000 runs cost 25 ms where the opposite order costs 2. So a
+    newest-first page is looked for among the most recently created runs (the greatest run
+    keys) first, in a window that grows 8-fold until it holds the page. The window's page
+    is the true page when no run outside the window could sort before its last row: when
+    every older run of the same view and experiments started strictly earlier than that row
+    (checked with one aggregate; clock skew or imported runs only make the window grow).
+    """
+    order, args = sel.order, [*sel.params, *sel.order.params]
+    if order.newest_first and limit + offset > 0:
+        ((newest,),) = cur.execute("SELECT coalesce(max(run_key), 0) FROM runs").fetchall()
+        window = max(_FIRST_WINDOW, 4 * (limit + offset))
+        while window < newest:
+            floor = newest - window
+            rows = cur.execute(
+                f"SELECT r.run_key, r.start_time FROM runs r WHERE r.run_key > ? AND {sel.where} "
+                f"ORDER BY {order.sql} LIMIT ? OFFSET ?",
+                [floor, *args, limit, offset],
+            ).fetchall()
+            if len(rows) == limit and rows[-1][1] is not None:
+                ((older,),) = cur.execute(
+                    f"SELECT max(r.start_time) FROM runs r WHERE r.run_key <= ? AND {sel.base_where}",
+                    [floor, *sel.base_params],
+                ).fetchall()
+                if older is None or older < rows[-1][1]:
+                    return [key for key, _ in rows]
+            window *= _WINDOW_GROWTH
+    return [
+        key for (key,) in cur.execute(
+            f"SELECT r.run_key FROM runs r WHERE {sel.where} ORDER BY {order.sql} LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+    ]
 
 
 def search_runs(
@@ -339,75 +390,83 @@ def search_runs(
     offset = _decode_page_token(page_token, sel.fingerprint)
     if sel.empty:
         return [], None
-    page = cur.execute(
-        f"SELECT r.run_id FROM runs r WHERE {sel.where} ORDER BY {sel.order.sql} LIMIT ? OFFSET ?",
-        [*sel.params, *sel.order.params, max_results + 1, offset],
-    ).fetchall()
+    page = page_run_keys(cur, sel, max_results + 1, offset)
     token = None
     if len(page) > max_results:
         page = page[:max_results]
         token = _encode_page_token(offset + max_results, sel.fingerprint)
-    return _run_records(cur, [row[0] for row in page], with_data=with_data), token
+    return _records_by_key(cur, page, with_data=with_data), token
 
 
-# Rows of a table for a set of runs, in one statement: the inner query reads only run_id and
-# finds the rows; the outer one reads every column of those rows alone. DuckDB would otherwise
-# decode every column of every row before the join drops them (2x slower on metric_summary
-# at 100,000 runs). Row ids never leave the statement: they are not stable across checkpoints.
-_ROWS_OF_RUNS = (
-    "SELECT {columns} FROM {table} WHERE rowid IN "
-    "(SELECT rowid FROM {table} WHERE run_id IN (SELECT unnest(?)))"
+# The runs table's rows for a set of run keys: the inner query reads only run_key and finds
+# the rows; the outer one reads every column of those rows alone (DuckDB would otherwise
+# decode the list columns of every run before the filter drops them). Row ids never leave
+# the statement: they are not stable across checkpoints.
+_RUNS_BY_KEY = (
+    f"SELECT run_key, {', '.join(_RUN_COLUMNS)} FROM runs WHERE rowid IN "
+    "(SELECT rowid FROM runs WHERE run_key IN (SELECT unnest(?)))"
+)
+_METRIC_SUMMARY_COLUMNS = (
+    "latest_value, latest_step, latest_timestamp, min_value, max_value, count"
 )
 
 
 def _run_records(cur: Cursor, run_ids: list[str], *, with_data: bool) -> list[RunRecord]:
-    """RunRecords for run ids, in their order (ids not found are left out); the runs, then
-    their params, tags and metrics, in 4 bulk queries."""
+    """RunRecords for run ids, in their order (ids not found are left out)."""
     if not run_ids:
         return []
-    rows = {
-        row[0]: row
-        for row in cur.execute(
-            _ROWS_OF_RUNS.format(columns=", ".join(_RUN_COLUMNS), table="runs"), [run_ids]
+    keys = dict(
+        cur.execute(
+            "SELECT run_id, run_key FROM runs WHERE run_id IN (SELECT unnest(?))", [run_ids]
         ).fetchall()
-    }
-    params: dict[str, dict[str, str]] = {}
-    tags: dict[str, dict[str, str]] = {}
-    metrics: dict[str, dict[str, MetricSummary]] = {}
+    )
+    return _records_by_key(
+        cur, [keys[run_id] for run_id in run_ids if run_id in keys], with_data=with_data
+    )
+
+
+def _records_by_key(cur: Cursor, run_keys: list[int], *, with_data: bool) -> list[RunRecord]:
+    """RunRecords for run keys, in their order (keys not found are left out); the runs, then
+    their params, tags and metrics, in 4 bulk queries on the integer key."""
+    if not run_keys:
+        return []
+    rows = {row[0]: row[1:] for row in cur.execute(_RUNS_BY_KEY, [run_keys]).fetchall()}
+    params: dict[int, dict[str, str]] = {}
+    tags: dict[int, dict[str, str]] = {}
+    metrics: dict[int, dict[str, MetricSummary]] = {}
     if with_data:
-        for run_id, key, value in cur.execute(
-            _ROWS_OF_RUNS.format(columns="run_id, key, value", table="params") + " ORDER BY key",
-            [run_ids],
+        for run_key, key, value in cur.execute(
+            "SELECT run_key, key, value FROM run_params WHERE run_key IN (SELECT unnest(?)) "
+            "ORDER BY key",
+            [run_keys],
         ).fetchall():
-            params.setdefault(run_id, {})[key] = value
-        for run_id, key, value in cur.execute(
-            _ROWS_OF_RUNS.format(columns="run_id, key, value", table="tags") + " ORDER BY key",
-            [run_ids],
+            params.setdefault(run_key, {})[key] = value
+        for run_key, key, value in cur.execute(
+            "SELECT run_key, key, value FROM run_tags WHERE run_key IN (SELECT unnest(?)) "
+            "ORDER BY key",
+            [run_keys],
         ).fetchall():
-            tags.setdefault(run_id, {})[key] = value
-        for run_id, key, *summary in cur.execute(
-            _ROWS_OF_RUNS.format(
-                columns="run_id, key, latest_value, latest_step, latest_timestamp, min_value, "
-                "max_value, count",
-                table="metric_summary",
-            ) + " ORDER BY key",
-            [run_ids],
+            tags.setdefault(run_key, {})[key] = value
+        for run_key, key, *summary in cur.execute(
+            f"SELECT run_key, key, {_METRIC_SUMMARY_COLUMNS} FROM run_metric_summary "
+            "WHERE run_key IN (SELECT unnest(?)) ORDER BY key",
+            [run_keys],
         ).fetchall():
-            metrics.setdefault(run_id, {})[key] = MetricSummary(key, *summary)
+            metrics.setdefault(run_key, {})[key] = MetricSummary(key, *summary)
     records = []
-    for run_id in run_ids:
-        if run_id not in rows:
+    for run_key in run_keys:
+        if run_key not in rows:
             continue  # purged between the page query and this one
-        (_, experiment_id, name, user_id, status, start_time, end_time, stage, deleted_time,
+        (run_id, experiment_id, name, user_id, status, start_time, end_time, stage, deleted_time,
          artifact_uri, source_name, source_type, entry_point, git_commit, git_dirty, parent,
-         has_model, python_version, packages, command_line, host, git_remote) = rows[run_id]
+         has_model, python_version, packages, command_line, host, git_remote) = rows[run_key]
         records.append(
             RunRecord(
                 run_id, experiment_id, name, user_id, status, start_time, end_time, stage,
                 deleted_time, artifact_uri, source_name, source_type, entry_point, git_commit,
                 git_dirty, parent, bool(has_model), python_version, list(packages or ()),
-                list(command_line or ()), host, params.get(run_id, {}), tags.get(run_id, {}),
-                metrics.get(run_id, {}), git_remote,
+                list(command_line or ()), host, params.get(run_key, {}), tags.get(run_key, {}),
+                metrics.get(run_key, {}), git_remote,
             )
         )
     return records
@@ -419,6 +478,14 @@ def run_stage(cur: Cursor, run_id: str) -> str:
     if row is None:
         raise run_not_found(cur, run_id)
     return str(row[0])
+
+
+def _run_key(cur: Cursor, run_id: str) -> int:
+    """The run's integer key in the read model; NotFound if unknown or purged."""
+    row = cur.execute("SELECT run_key FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise run_not_found(cur, run_id)
+    return int(row[0])
 
 
 def run_not_found(cur: Cursor, run_id: str) -> NotFound:
@@ -500,14 +567,14 @@ def metric_history(
     no points; an unknown run is NotFound."""
     if max_results is not None:
         _check_max_results(max_results, cap=2**31 - 1)
-    run_stage(cur, run_id)
+    run_key = _run_key(cur, run_id)
     fingerprint = _fingerprint("history", run_id, key)
     offset = _decode_page_token(page_token, fingerprint)
     sql = (
-        "SELECT step, timestamp, value FROM metric_history WHERE run_id = ? AND key = ? "
+        "SELECT step, timestamp, value FROM run_metric_history WHERE run_key = ? AND key = ? "
         "ORDER BY timestamp, step, value"
     )
-    args: list[object] = [run_id, key]
+    args: list[object] = [run_key, key]
     if max_results is None:
         rows = cur.execute(sql + " OFFSET ?", [*args, offset]).fetchall()
         return [(s, t, v) for s, t, v in rows], None
@@ -539,7 +606,7 @@ def metric_history_downsampled(
         raise InvalidInput(f"points must be between 1 and {MAX_DOWNSAMPLE_POINTS}, not {points!r}")
     if x not in _DOWNSAMPLE_AXES:
         raise InvalidInput(f"x must be 'step' or 'time', not {x!r}")
-    run_stage(cur, run_id)
+    run_key = _run_key(cur, run_id)
     column = _DOWNSAMPLE_AXES[x]
     # One pass over the history; NaN becomes NULL for min and max, which aggregates skip. Plain
     # (not tuple) ordering keys: tuples double the cost at 1,000,000 points. So among points
@@ -548,7 +615,7 @@ def metric_history_downsampled(
     rows = cur.execute(
         f"WITH pts AS (SELECT {column} AS x, value, "
         "  CASE WHEN isnan(value) THEN NULL ELSE value END AS v "
-        "  FROM metric_history WHERE run_id = ? AND key = ?), "
+        "  FROM run_metric_history WHERE run_key = ? AND key = ?), "
         "span AS (SELECT min(x) AS lo, max(x) AS hi FROM pts), "
         "b AS (SELECT least(CAST(floor(CAST(pts.x - span.lo AS DOUBLE) * ? "
         "  / (CAST(span.hi - span.lo AS DOUBLE) + 1.0)) AS BIGINT), ? - 1) AS bucket, pts.* "
@@ -556,7 +623,7 @@ def metric_history_downsampled(
         "SELECT min(x), max(x), count(*), arg_min(value, x), arg_max(value, x), "
         "min(v), max(v), arg_min(x, v), arg_max(x, v) "
         "FROM b GROUP BY bucket ORDER BY bucket",
-        [run_id, key, points, points],
+        [run_key, key, points, points],
     ).fetchall()
     return [
         {
@@ -763,16 +830,17 @@ def iter_runs_csv(
     sel = select_runs(experiment_ids, filter, order_by, view, has_model)
     if sel.empty:
         return iter([_csv_line(CSV_FIXED_COLUMNS)])
-    matching = f"SELECT r.run_id FROM runs r WHERE {sel.where}"
+    matching = f"SELECT r.run_key FROM runs r WHERE {sel.where}"
     param_keys = [
         k for (k,) in cur.execute(
-            f"SELECT DISTINCT key FROM params WHERE run_id IN ({matching}) ORDER BY key",
+            f"SELECT DISTINCT key FROM run_params WHERE run_key IN ({matching}) ORDER BY key",
             list(sel.params),
         ).fetchall()
     ]
     metric_keys = [
         k for (k,) in cur.execute(
-            f"SELECT DISTINCT key FROM metric_summary WHERE run_id IN ({matching}) ORDER BY key",
+            f"SELECT DISTINCT key FROM run_metric_summary WHERE run_key IN ({matching}) "
+            "ORDER BY key",
             list(sel.params),
         ).fetchall()
     ]
@@ -788,22 +856,22 @@ def iter_runs_csv(
     args: list[object] = []
     if param_keys:
         pivots.append(
-            f"p AS (SELECT run_id, {param_cols} FROM params WHERE run_id IN ({matching}) "
-            "AND key IN (SELECT unnest(?)) GROUP BY run_id)"
+            f"p AS (SELECT run_key, {param_cols} FROM run_params WHERE run_key IN ({matching}) "
+            "AND key IN (SELECT unnest(?)) GROUP BY run_key)"
         )
         args += [*param_keys, *sel.params, param_keys]
     if metric_keys:
         pivots.append(
-            f"m AS (SELECT run_id, {metric_cols} FROM metric_summary WHERE run_id IN ({matching}) "
-            "AND key IN (SELECT unnest(?)) GROUP BY run_id)"
+            f"m AS (SELECT run_key, {metric_cols} FROM run_metric_summary "
+            f"WHERE run_key IN ({matching}) AND key IN (SELECT unnest(?)) GROUP BY run_key)"
         )
         args += [*metric_keys, *sel.params, metric_keys]
     texts = ["r.run_id", "r.name", "r.source_type", "r.source_name", "r.user_id", "r.status"]
     texts += [f"p.p{i}" for i in range(len(param_keys))]
     cells = [_CSV_TEXT.format(text) for text in texts]
     cells += [f"coalesce(CAST(m.m{i} AS VARCHAR), '')" for i in range(len(metric_keys))]
-    joins = (" LEFT JOIN p ON p.run_id = r.run_id" if param_keys else "") + (
-        " LEFT JOIN m ON m.run_id = r.run_id" if metric_keys else ""
+    joins = (" LEFT JOIN p ON p.run_key = r.run_key" if param_keys else "") + (
+        " LEFT JOIN m ON m.run_key = r.run_key" if metric_keys else ""
     )
     # DuckDB writes each line: Python's csv module took 3.5 s to format 100,000 runs x 30
     # cells, DuckDB a fraction of that. Floats print as Python prints them (0.1, 1.0, nan).
@@ -860,10 +928,11 @@ def list_artifacts(cur: Cursor, run_id: str, path: str | None = None) -> list[Ar
     None): files with their size, and sub-directories (``is_dir``, size None), sorted by path.
     A path naming a file or nothing lists nothing; an unknown run is NotFound."""
     prefix = _clean_artifact_dir(path)
-    run_stage(cur, run_id)
+    run_key = _run_key(cur, run_id)
     rows = cur.execute(
-        "SELECT path, size FROM artifacts WHERE run_id = ? AND starts_with(path, ?) ORDER BY path",
-        [run_id, prefix],
+        "SELECT path, size FROM run_artifacts WHERE run_key = ? AND starts_with(path, ?) "
+        "ORDER BY path",
+        [run_key, prefix],
     ).fetchall()
     entries: dict[str, ArtifactEntry] = {}
     for full, size in rows:

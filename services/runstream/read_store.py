@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -13,8 +14,29 @@ import duckdb
 
 from runstream.errors import RunstreamError
 from runstream.projections.apply_events import create_read_model
+from runstream.projections.read_model import SCHEMA_REVISION
 
 CURRENT_FILE = "CURRENT"
+log = logging.getLogger(__name__)
+
+
+def stored_revision(path: Path) -> int | None:
+    """The schema revision a read-model file was built with (None for a new or empty file)."""
+    if not path.exists():
+        return None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise RunstreamError(f"cannot open read model {path}: {exc}") from exc
+    try:
+        row = con.execute(
+            "SELECT value FROM read_model_meta WHERE key = 'schema_revision'"
+        ).fetchone()
+    except duckdb.CatalogException:
+        return None  # not a read model yet
+    finally:
+        con.close()
+    return int(row[0]) if row else None
 
 
 def _connect(path: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
@@ -46,8 +68,21 @@ class ReadStore:
         current = directory / CURRENT_FILE
         name = current.read_text().strip() if current.exists() else "read-model.0.duckdb"
         self.path = directory / name
+        revision = stored_revision(self.path)
+        if revision is not None and revision != SCHEMA_REVISION:
+            # A read model is derived data: one of another layout is replaced by a replay of
+            # the log into the next generation (the projector starts from offset 0 there).
+            old = self.path
+            self.path = self.next_path()
+            log.warning(
+                "read model %s has schema revision %s, this version needs %s: replaying the "
+                "log into %s", old, revision, SCHEMA_REVISION, self.path.name,
+            )
+            for stale in (old, old.with_name(old.name + ".wal")):
+                stale.unlink(missing_ok=True)
+            name = self.path.name
         self._con = _connect(self.path, memory_limit, threads)
-        if not current.exists():
+        if not current.exists() or current.read_text().strip() != name:
             _write_atomically(current, name)
 
     @property

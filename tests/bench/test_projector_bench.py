@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 import duckdb
-import pytest
-
-from runstream.kafka_log import EventProducer, ensure_topics
+from runstream.kafka_log import EventProducer
+from runstream.projections.apply_events import create_read_model
 from runstream.projector import Projector
 from runstream.read_store import SingleFileStore
-from runstream.projections.apply_events import create_read_model
 from runstream.schemas import MetricsLogged, MetricsLoggedBody, new_event
 from runstream.settings import Settings
+
 from tests.event_factory import run_created
 
 POINTS = int(os.environ.get("RUNSTREAM_BENCH_POINTS", 10_000_000))

@@ -22,7 +22,9 @@ from pathlib import Path
 import duckdb
 import pytest
 from runstream import queries
+from runstream.projections import layout
 from runstream.projections.apply_events import apply_batch, create_read_model
+from runstream.projections.read_model import SCHEMA_REVISION
 from runstream.schemas import (
     ArtifactLogged,
     ArtifactLoggedBody,
@@ -44,7 +46,7 @@ RUNS = 100_000
 EXPERIMENTS = 4
 POINTS_PER_METRIC = 3
 BIG_HISTORY = 1_000_000
-DATASET_VERSION = f"v1-{RUNS}-{POINTS_PER_METRIC}-{BIG_HISTORY}"
+DATASET_VERSION = f"v1-r{SCHEMA_REVISION}-c1-{RUNS}-{POINTS_PER_METRIC}-{BIG_HISTORY}"
 T0 = 1_764_000_000_000
 BIG_RUN = "f" * 32
 
@@ -124,6 +126,11 @@ def _apply(con: duckdb.DuckDBPyConnection, events: list[Event]) -> None:
     result = apply_batch(con, events)
     con.execute("COMMIT")
     assert not result.rejected, result.rejected[:3]
+    # What the projector does between batches: re-sort a key/value table once its tail is due.
+    for table in layout.due(con):
+        con.execute("BEGIN TRANSACTION")
+        layout.cluster(con, table)
+        con.execute("COMMIT")
 
 
 def build_bench_db(path: Path) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from runstream.kafka_log import EventProducer
 from runstream.node import DAY_MS, QueryNode
-from runstream.projections.read_model import PROJECTED_TABLES
+from runstream.projections.read_model import PROJECTED_TABLES, projected_rows_sql
 from runstream.schemas import RunDeleted, RunEnded, RunEndedBody, RunRestored, TagSet, TagSetBody
 from runstream.settings import Settings
+
 from tests.event_factory import ev, metrics, params, run_created
 
 pytestmark = pytest.mark.broker
@@ -48,7 +48,7 @@ def workload(n_runs: int, seed: int = 7) -> list:
 def tables(path: Path) -> dict[str, list]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in PROJECTED_TABLES}
+        return {t: sorted(con.execute(projected_rows_sql(t)).fetchall(), key=repr) for t in PROJECTED_TABLES}
     finally:
         con.close()
 
@@ -124,7 +124,7 @@ def test_rebuild_gives_the_same_tables_and_the_node_answers_throughout(node: Que
     _wait_applied(node, positions)
     live_path = node.store.path
     with node.store.reading() as cur:
-        before = {t: sorted(cur.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in PROJECTED_TABLES}
+        before = {t: sorted(cur.execute(projected_rows_sql(t)).fetchall(), key=repr) for t in PROJECTED_TABLES}
 
     answers: list[int] = []
     stop = threading.Event()
@@ -144,7 +144,7 @@ def test_rebuild_gives_the_same_tables_and_the_node_answers_throughout(node: Que
     assert retention.is_alive(), "the retention job outlives the projector a rebuild replaced"
     assert answers and set(answers) == {30}, "readers saw the full read model all along"
     with node.store.reading() as cur:
-        after = {t: sorted(cur.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in PROJECTED_TABLES}
+        after = {t: sorted(cur.execute(projected_rows_sql(t)).fetchall(), key=repr) for t in PROJECTED_TABLES}
     assert after == before
     # The node goes on projecting into the new file.
     more = node.producer.publish_and_wait([run_created("after-rebuild")])

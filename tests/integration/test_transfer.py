@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from runstream.errors import InvalidInput
 from runstream.kafka_log import BatchConsumer, EventProducer, Position
 from runstream.node import QueryNode
@@ -17,6 +16,7 @@ from runstream.schemas import ExperimentCreated, ExperimentCreatedBody
 from runstream.schemas.ids import experiment_id_for_name
 from runstream.settings import Settings
 from runstream.transfer import Selection, export_events, import_events, read_export
+
 from tests.event_factory import ev, metrics, params, run_created
 
 pytestmark = pytest.mark.broker

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runstream.projections.apply_events import apply_batch, create_read_model
-from runstream.projections.read_model import PROJECTED_TABLES
+from runstream.projections.read_model import PROJECTED_TABLES, projected_rows_sql
 from runstream.schemas import (
     ArtifactLogged,
     ArtifactLoggedBody,
@@ -60,7 +60,7 @@ def summary(con: duckdb.DuckDBPyConnection, run: str, key: str) -> tuple:
 def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
     out = {}
     for table in PROJECTED_TABLES:
-        rows = con.execute(f"SELECT * FROM {table}").fetchall()
+        rows = con.execute(projected_rows_sql(table)).fetchall()
         out[table] = sorted(rows, key=repr)
     return out
 

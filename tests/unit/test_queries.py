@@ -10,13 +10,14 @@ import base64
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import duckdb
 import pytest
 from runstream import queries
 from runstream.errors import InvalidFilter, InvalidInput, NotFound
 from runstream.projections.apply_events import apply_batch, create_read_model
-from runstream.schemas import TagSet, TagSetBody
+from runstream.schemas import RunDeleted, TagSet, TagSetBody
 
 from tests import query_dataset as ds
 from tests.event_factory import T0, ev, metrics, params, run_created
@@ -444,3 +445,62 @@ def test_search_experiments(cur) -> None:
 def test_search_experiments_errors(cur, kwargs, error) -> None:
     with pytest.raises(error):
         queries.search_experiments(cur, **kwargs)
+
+
+# ------------------------------------------------------------- newest-first page windows
+
+
+def _window_db(seed: int) -> duckdb.DuckDBPyConnection:
+    """300 runs created mostly in start-time order, with the cases that break that order:
+    runs created late with an early start time (imported), created early with a late one
+    (clock skew), equal start times, deleted runs and two experiments. Seed 0: every run
+    starts at the same time (the order is then by run id alone)."""
+    import random
+
+    rng = random.Random(seed)
+    events = []
+    for i in range(300):
+        run = f"{rng.getrandbits(128):032x}"
+        start = T0 + i * 1000 if seed else T0
+        roll = rng.random() if seed else 1.0
+        if roll < 0.05:
+            start = T0 + rng.randrange(0, 300) * 1000  # imported: any time, created now
+        elif roll < 0.08:
+            start = T0 + 400_000 + rng.randrange(0, 10) * 1000  # from a fast clock
+        elif roll < 0.20:
+            start = T0 + (i // 7) * 7000  # groups sharing a start time
+        events.append(run_created(run, f"exp{i % 2}", t=start))
+        events.append(metrics(run, [("loss", rng.random(), 0, start)], t=start))
+        if rng.random() < 0.1:
+            events.append(ev(RunDeleted, run_id=run, t=start))
+    return _fold(events)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_newest_first_window_gives_the_same_pages_as_a_full_sort(monkeypatch, seed: int) -> None:
+    con = _window_db(seed)
+    monkeypatch.setattr(queries, "_FIRST_WINDOW", 8)
+    cases = [(None, None), (None, ["attributes.start_time DESC"]), ("metrics.loss > 0.5", None),
+             ("metrics.loss < 0.05", None)]
+    for (filter, order_by), exps, view in [
+        (case, exps, view) for case in cases for exps in (["exp0", "exp1"], ["exp1"])
+        for view in ("active", "deleted", "all")
+    ]:
+        sel = queries.select_runs(exps, filter, order_by, view, None)
+        assert sel.order.newest_first
+        full = replace(sel, order=replace(sel.order, newest_first=False))
+        for limit, offset in [(1, 0), (5, 0), (10, 3), (10, 40), (50, 100), (400, 0)]:
+            assert queries.page_run_keys(con, sel, limit, offset) == queries.page_run_keys(
+                con, full, limit, offset
+            ), (filter, order_by, exps, view, limit, offset)
+
+
+def test_only_a_leading_start_time_desc_is_newest_first() -> None:
+    def newest_first(order_by: list[str] | None) -> bool:
+        return queries.select_runs(None, None, order_by, "active", None).order.newest_first
+
+    assert newest_first(None)
+    assert newest_first(["start_time DESC", "metrics.loss"])
+    assert not newest_first(["start_time"])
+    assert not newest_first(["metrics.loss DESC"])
+    assert not newest_first(["run_name", "start_time DESC"])

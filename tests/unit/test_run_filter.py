@@ -110,21 +110,22 @@ def _build_db() -> duckdb.DuckDBPyConnection:
         con.execute(statement)
     for i, (run_id, name, user, status, start, end, uri, source_type, parent) in enumerate(RUNS):
         con.execute(
-            "INSERT INTO runs (run_id, experiment_id, name, user_id, status, start_time, "
-            "end_time, artifact_uri, source_type, parent_run_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [run_id, str(i // 3), name, user, status, start, end, uri, source_type, parent],
+            "INSERT INTO runs (run_id, run_key, experiment_id, name, user_id, status, start_time, "
+            "end_time, artifact_uri, source_type, parent_run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [run_id, i + 1, str(i // 3), name, user, status, start, end, uri, source_type, parent],
         )
+    key_of = "(SELECT run_key FROM runs WHERE run_id = ?)"
     for run_id, kv in PARAMS.items():
         for key, value in kv.items():
-            con.execute("INSERT INTO params VALUES (?, ?, ?)", [run_id, key, value])
+            con.execute(f"INSERT INTO run_params VALUES ({key_of}, ?, ?)", [run_id, key, value])
     for run_id, kv in TAGS.items():
         for key, value in kv.items():
-            con.execute("INSERT INTO tags VALUES (?, ?, ?)", [run_id, key, value])
+            con.execute(f"INSERT INTO run_tags VALUES ({key_of}, ?, ?)", [run_id, key, value])
     for run_id, metrics in METRICS.items():
         for key, spec in metrics.items():
             latest, low, high = spec if isinstance(spec, tuple) else (spec, spec, spec)
             con.execute(
-                "INSERT INTO metric_summary VALUES (?, ?, ?, ?, ?, 3, 100, 3)",
+                f"INSERT INTO run_metric_summary VALUES ({key_of}, ?, ?, ?, ?, 3, 100, 3)",
                 [run_id, key, low, high, latest],
             )
     for exp_id, name, created, updated in EXPERIMENTS:
@@ -385,7 +386,8 @@ def test_valid_filter_selects_exact_runs(
 # Fixed SQL vocabulary: anything the user writes (values, keys) must be in params, never here.
 _SQL_VOCABULARY = (
     """EXISTS SELECT FROM WHERE AND OR NOT IS NULL LIKE ILIKE IN COALESCE FALSE TRUE TRY_CAST AS
-    DOUBLE isnan metric_summary m run_id r key latest_value min_value max_value params tags kv
+    DOUBLE isnan run_metric_summary m run_id run_key r key latest_value min_value max_value
+    run_params run_tags kv
     value name status user_id artifact_uri source_name source_type git_commit parent_run_id
     start_time end_time e experiment_tags experiment_id creation_time last_update_time"""
 )

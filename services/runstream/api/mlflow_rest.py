@@ -601,17 +601,17 @@ def _sample_history(
     """At most ``max_results`` points per run, evenly spread over its ordered history (the
     first point of each of ``max_results`` equal buckets), always ending with the last point:
     MLflow's SQL store sampling."""
-    where = "run_id IN (SELECT unnest(?)) AND key = ?"
+    where = "ru.run_id IN (SELECT unnest(?)) AND h.key = ?"
     args: list[object] = [list(run_ids), key]
     if start is not None and end is not None:
-        where += " AND step BETWEEN ? AND ?"
+        where += " AND h.step BETWEEN ? AND ?"
         args += [start, end]
     rows = cur.execute(
-        "WITH b AS (SELECT run_id, step, timestamp, value, "
+        "WITH b AS (SELECT ru.run_id, h.step, h.timestamp, h.value, "
         "  ntile(?) OVER (PARTITION BY run_id ORDER BY step, timestamp, value) AS bucket, "
         "  row_number() OVER (PARTITION BY run_id ORDER BY step DESC, timestamp DESC, "
         "    value DESC) AS from_end "
-        f"  FROM metric_history WHERE {where}), "
+        f"  FROM run_metric_history h JOIN runs ru USING (run_key) WHERE {where}), "
         "r AS (SELECT *, row_number() OVER (PARTITION BY run_id, bucket "
         "  ORDER BY step, timestamp, value) AS rn FROM b) "
         "SELECT run_id, step, timestamp, value, rn = 1, from_end = 1 FROM r "

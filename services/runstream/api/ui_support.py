@@ -82,7 +82,9 @@ def _selection(
 
 
 # (table, value column) of param and metric columns: fixed SQL, chosen by name.
-_VALUES = {"params": ("params", "value"), "metrics": ("metric_summary", "latest_value")}
+_VALUES = {"params": ("run_params", "value"), "metrics": ("run_metric_summary", "latest_value")}
+# The rows of a per-run table for some run ids (keyed by run_key there).
+_OF_RUNS = "{table} t JOIN runs r USING (run_key) WHERE r.run_id IN (SELECT unnest(?))"
 # Choosing columns from a page reads every value of its runs in one scan, unless they hold
 # more than this many (thousands of keys per run): then the keys are counted first.
 _AUTO_SCAN_CAP = 100_000
@@ -98,7 +100,7 @@ def _values(
     table, column = _VALUES[kind]
     if isinstance(keys, int):
         found = cur.execute(
-            f"SELECT run_id, key, {column} FROM {table} WHERE run_id IN (SELECT unnest(?)) LIMIT ?",
+            f"SELECT r.run_id, t.key, t.{column} FROM {_OF_RUNS.format(table=table)} LIMIT ?",
             [run_ids, _AUTO_SCAN_CAP + 1],
         ).fetchall()
         if len(found) <= _AUTO_SCAN_CAP:
@@ -107,14 +109,14 @@ def _values(
             keep = set(chosen)
             return chosen, [t for t in found if t[1] in keep]
         keys = sorted(k for (k,) in cur.execute(
-            f"SELECT key FROM {table} WHERE run_id IN (SELECT unnest(?)) "
-            "GROUP BY key ORDER BY count(*) DESC, key LIMIT ?", [run_ids, keys],
+            f"SELECT t.key FROM {_OF_RUNS.format(table=table)} "
+            "GROUP BY t.key ORDER BY count(*) DESC, t.key LIMIT ?", [run_ids, keys],
         ).fetchall())
     if not keys or not run_ids:
         return keys, []
     return keys, cur.execute(
-        f"SELECT run_id, key, {column} FROM {table} WHERE run_id IN (SELECT unnest(?)) "
-        "AND key IN (SELECT unnest(?))", [run_ids, keys],
+        f"SELECT r.run_id, t.key, t.{column} FROM {_OF_RUNS.format(table=table)} "
+        "AND t.key IN (SELECT unnest(?))", [run_ids, keys],
     ).fetchall()
 
 
@@ -317,21 +319,22 @@ def run_ids(
 @router.get("/keys", summary="The param and metric keys of some experiments, with run counts")
 def keys(request: Request, experiment_ids: ExperimentIds = None) -> Response:
     ids = _split(experiment_ids)
-    scope = "WHERE run_id IN (SELECT run_id FROM runs WHERE experiment_id IN (SELECT unnest(?)))"
+    scope = "WHERE run_key IN (SELECT run_key FROM runs WHERE experiment_id IN (SELECT unnest(?)))"
     args: list[object] = [ids] if ids else []
     if not ids:
         scope = ""
     with _node(request).store.reading() as cur:
         params = cur.execute(
-            f"SELECT key, count(*) FROM params {scope} GROUP BY key ORDER BY key LIMIT ?",
+            f"SELECT key, count(*) FROM run_params {scope} GROUP BY key ORDER BY key LIMIT ?",
             [*args, MAX_KEYS],
         ).fetchall()
         metrics = cur.execute(
-            f"SELECT key, count(*) FROM metric_summary {scope} GROUP BY key ORDER BY key LIMIT ?",
+            f"SELECT key, count(*) FROM run_metric_summary {scope} GROUP BY key ORDER BY key "
+            "LIMIT ?",
             [*args, MAX_KEYS],
         ).fetchall()
         tags = cur.execute(
-            f"SELECT key, count(*) FROM tags {scope} GROUP BY key ORDER BY key LIMIT ?",
+            f"SELECT key, count(*) FROM run_tags {scope} GROUP BY key ORDER BY key LIMIT ?",
             [*args, MAX_KEYS],
         ).fetchall()
     return JSONResponse({
