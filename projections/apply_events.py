@@ -70,17 +70,46 @@ def create_read_model(con: SqlConnection) -> None:
 _RunState = str | None
 
 
+_METRIC_SCHEMA = pa.schema([
+    ("run_key", pa.int32()),
+    ("key", pa.dictionary(pa.int32(), pa.string())),
+    ("step", pa.int64()),
+    ("timestamp", pa.int64()),
+    ("value", pa.float64()),
+])
+# An event with at least this many points becomes its own Arrow record batch, built from its
+# columns in C (the body is already columnar: keys once, then an index per point). Smaller
+# ones are gathered in lists first: a record batch costs some microseconds to make.
+_OWN_BATCH_POINTS = 64
+
+
 @dataclass
 class _MetricBuffer:
+    """The points of a batch, on their way to DuckDB as one Arrow table."""
+
+    batches: list[pa.RecordBatch] = field(default_factory=list)
     run_key: list[int] = field(default_factory=list)
     key: list[str] = field(default_factory=list)
     step: list[int] = field(default_factory=list)
     timestamp: list[int] = field(default_factory=list)
     value: list[float] = field(default_factory=list)
+    points: int = 0
 
     def add(self, event: MetricsLogged, run_key: int) -> int:
         body = event.body
         n = len(body.values)
+        self.points += n
+        if n >= _OWN_BATCH_POINTS:
+            self.batches.append(pa.record_batch([
+                pa.array([run_key] * n, pa.int32()),
+                pa.DictionaryArray.from_arrays(
+                    pa.array(body.key_index, pa.int32()), pa.array(body.keys, pa.string())
+                ),
+                pa.array(body.steps, pa.int64()),
+                pa.array(body.timestamps, pa.int64()),
+                pa.array(body.values, pa.float64()),
+            ], schema=_METRIC_SCHEMA))
+            return n
         keys = body.keys
         self.run_key.extend([run_key] * n)
         self.key.extend([keys[i] for i in body.key_index])
@@ -90,18 +119,19 @@ class _MetricBuffer:
         return n
 
     def __len__(self) -> int:
-        return len(self.value)
+        return self.points
 
     def to_arrow(self) -> pa.Table:
-        return pa.table(
-            {
-                "run_key": pa.array(self.run_key, pa.int32()),
-                "key": pa.array(self.key, pa.string()),
-                "step": pa.array(self.step, pa.int64()),
-                "timestamp": pa.array(self.timestamp, pa.int64()),
-                "value": pa.array(self.value, pa.float64()),
-            }
-        )
+        batches = list(self.batches)
+        if self.value:
+            batches.append(pa.record_batch([
+                pa.array(self.run_key, pa.int32()),
+                pa.array(self.key, pa.string()).dictionary_encode(),
+                pa.array(self.step, pa.int64()),
+                pa.array(self.timestamp, pa.int64()),
+                pa.array(self.value, pa.float64()),
+            ], schema=_METRIC_SCHEMA))
+        return pa.Table.from_batches(batches, schema=_METRIC_SCHEMA)
 
 
 def _arrow(columns: dict[str, tuple[Any, list[Any]]]) -> pa.Table:

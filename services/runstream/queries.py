@@ -324,8 +324,9 @@ _FIRST_WINDOW = 4096
 _WINDOW_GROWTH = 8
 
 
-def page_run_keys(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[int]:
-    """The run keys of one page of a selection, in its order (``limit`` rows from ``offset``).
+def page_runs(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[tuple[int, str]]:
+    """(run key, run id) of each run of one page of a selection, in its order (``limit``
+    rows from ``offset``).
 
     DuckDB finds a top-N with a heap fed in table order. Runs are stored in creation order, so
     for the default order, newest first, every run scanned is newer than the heap's worst
@@ -343,24 +344,23 @@ def page_run_keys(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> li
         while window < newest:
             floor = newest - window
             rows = cur.execute(
-                f"SELECT r.run_key, r.start_time FROM runs r WHERE r.run_key > ? AND {sel.where} "
-                f"ORDER BY {order.sql} LIMIT ? OFFSET ?",
+                f"SELECT r.run_key, r.run_id, r.start_time FROM runs r "
+                f"WHERE r.run_key > ? AND {sel.where} ORDER BY {order.sql} LIMIT ? OFFSET ?",
                 [floor, *args, limit, offset],
             ).fetchall()
-            if len(rows) == limit and rows[-1][1] is not None:
+            if len(rows) == limit and rows[-1][2] is not None:
                 ((older,),) = cur.execute(
                     f"SELECT max(r.start_time) FROM runs r WHERE r.run_key <= ? AND {sel.base_where}",
                     [floor, *sel.base_params],
                 ).fetchall()
-                if older is None or older < rows[-1][1]:
-                    return [key for key, _ in rows]
+                if older is None or older < rows[-1][2]:
+                    return [(key, run_id) for key, run_id, _ in rows]
             window *= _WINDOW_GROWTH
-    return [
-        key for (key,) in cur.execute(
-            f"SELECT r.run_key FROM runs r WHERE {sel.where} ORDER BY {order.sql} LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-    ]
+    return cur.execute(
+        f"SELECT r.run_key, r.run_id FROM runs r WHERE {sel.where} ORDER BY {order.sql} "
+        "LIMIT ? OFFSET ?",
+        [*args, limit, offset],
+    ).fetchall()
 
 
 def search_runs(
@@ -390,7 +390,7 @@ def search_runs(
     offset = _decode_page_token(page_token, sel.fingerprint)
     if sel.empty:
         return [], None
-    page = page_run_keys(cur, sel, max_results + 1, offset)
+    page = [key for key, _ in page_runs(cur, sel, max_results + 1, offset)]
     token = None
     if len(page) > max_results:
         page = page[:max_results]
@@ -398,13 +398,9 @@ def search_runs(
     return _records_by_key(cur, page, with_data=with_data), token
 
 
-# The runs table's rows for a set of run keys: the inner query reads only run_key and finds
-# the rows; the outer one reads every column of those rows alone (DuckDB would otherwise
-# decode the list columns of every run before the filter drops them). Row ids never leave
-# the statement: they are not stable across checkpoints.
+# The runs table's rows for a set of run keys.
 _RUNS_BY_KEY = (
-    f"SELECT run_key, {', '.join(_RUN_COLUMNS)} FROM runs WHERE rowid IN "
-    "(SELECT rowid FROM runs WHERE run_key IN (SELECT unnest(?)))"
+    f"SELECT run_key, {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_key IN (SELECT unnest(?))"
 )
 _METRIC_SUMMARY_COLUMNS = (
     "latest_value, latest_step, latest_timestamp, min_value, max_value, count"

@@ -490,7 +490,7 @@ def test_newest_first_window_gives_the_same_pages_as_a_full_sort(monkeypatch, se
         assert sel.order.newest_first
         full = replace(sel, order=replace(sel.order, newest_first=False))
         for limit, offset in [(1, 0), (5, 0), (10, 3), (10, 40), (50, 100), (400, 0)]:
-            assert queries.page_run_keys(con, sel, limit, offset) == queries.page_run_keys(
+            assert queries.page_runs(con, sel, limit, offset) == queries.page_runs(
                 con, full, limit, offset
             ), (filter, order_by, exps, view, limit, offset)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -217,11 +218,9 @@ def runs_table(
         page_where = f"{where} AND r.run_id NOT IN ({_NOT_ROOT.format(where=where)})"
         page_params = [*where_params, *where_params, *where_params]
     with _node(request).store.reading() as cur:
-        ids = [r for (r,) in cur.execute(
-            f"SELECT r.run_id FROM runs r WHERE {page_where} ORDER BY {sel.order.sql} "
-            "LIMIT ? OFFSET ?",
-            [*page_params, *sel.order.params, limit, offset],
-        ).fetchall()]
+        # The search's own paging (newest-first windows included), over the page's roots.
+        page_sel = replace(sel, where=page_where, params=tuple(page_params))
+        ids = [run_id for _, run_id in queries.page_runs(cur, page_sel, limit, offset)]
         total = None
         if with_total:
             (total,) = cur.execute(
