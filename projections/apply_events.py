@@ -31,6 +31,7 @@ from runstream.schemas import (
     RunRestored,
     TagDeleted,
     TagSet,
+    decode_event,
 )
 
 
@@ -174,6 +175,10 @@ class _BatchApplier:
         # run id -> run_key, for every run this batch knows (created here or loaded).
         self.keys: dict[str, int] = {}
         self._last_key: int | None = None
+        # Events of runs not created yet, parked until their run.created is applied: those
+        # stored by earlier batches (for runs this batch creates), and this batch's own.
+        self.parked_stored: dict[str, list[Event]] = {}
+        self.parked_new: dict[str, list[Event]] = {}
 
     def run(self) -> BatchResult:
         fresh = self._drop_already_applied()
@@ -185,6 +190,7 @@ class _BatchApplier:
             else:
                 self.result.rejected.append(Rejected(event, reason))
         self._flush()
+        self._store_parked()
         self._record_rejections()
         # Only applied events count as seen: a rejected one (say, for a run whose
         # run.created had not reached the log yet) may be resent and applied later.
@@ -227,6 +233,14 @@ class _BatchApplier:
                 self.runs[run_id] = stage
             if run_key is not None:
                 self.keys[run_id] = run_key
+        created = sorted({e.run_id for e in events if isinstance(e, RunCreated)})
+        if created:
+            for run_id, event_json in self.con.execute(
+                "SELECT run_id, event FROM parked_events WHERE run_id IN (SELECT unnest(?)) "
+                "ORDER BY seq",
+                [created],
+            ).fetchall():
+                self.parked_stored.setdefault(run_id, []).append(decode_event(event_json))
 
     def _new_run_key(self) -> int:
         """The next run key: one more than the greatest given, in log order."""
@@ -255,7 +269,10 @@ class _BatchApplier:
         if state == "purged":
             return "run_purged"
         if state is None:
-            return "unknown_run"
+            # Another rank's events may reach the log before rank 0's run.created: they wait
+            # here and are applied right after it, in their log order, as if they came after.
+            self.parked_new.setdefault(run_id, []).append(event)
+            return None
         pending = self.pending
         if isinstance(event, MetricsLogged):
             self.result.points += pending.metrics.add(event, self.keys[run_id])
@@ -384,7 +401,33 @@ class _BatchApplier:
         for key, value in event.body.tags.items():
             self.pending.tags[(run_id, key)] = value
         self.runs[run_id] = "active"
+        self._unpark(run_id)
         return None
+
+    def _unpark(self, run_id: str) -> None:
+        """Apply the events that waited for this run (stored ones first: they are older)."""
+        stored = self.parked_stored.pop(run_id, [])
+        if stored:
+            self.con.execute("DELETE FROM parked_events WHERE run_id = ?", [run_id])
+        for event in [*stored, *self.parked_new.pop(run_id, [])]:
+            reason = self._apply(event)
+            if reason is not None:
+                self.result.rejected.append(Rejected(event, reason))
+
+    def _store_parked(self) -> None:
+        rows = [(run_id, e.model_dump_json()) for run_id, events in self.parked_new.items()
+                for e in events]
+        if not rows:
+            return
+        self.parked_new = {}
+        self._insert(
+            "INSERT INTO parked_events SELECT run_id, "
+            "(SELECT coalesce(max(seq), 0) FROM parked_events) + n, event FROM _parked",
+            "_parked",
+            _arrow({"run_id": (pa.string(), [r for r, _ in rows]),
+                    "n": (pa.int64(), list(range(1, len(rows) + 1))),
+                    "event": (pa.string(), [e for _, e in rows])}),
+        )
 
     def _run_purged(self, event: RunPurged, run_id: str) -> None:
         run_key = self.keys.pop(run_id)

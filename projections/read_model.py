@@ -5,9 +5,9 @@ from __future__ import annotations
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 # Revision 2: child tables keyed by the run's integer run_key (revision 1 joined on run_id
-# strings, 3-10x slower to search). A node finding a read model of another revision replays
-# the log into a new one (see runstream.read_store).
-SCHEMA_REVISION = 2
+# strings, 3-10x slower to search). Revision 3: parked_events. A node finding a read model
+# of another revision replays the log into a new one (see runstream.read_store).
+SCHEMA_REVISION = 3
 
 DDL: tuple[str, ...] = (
     # Where the projector stands: the next offset of each partition, written in the same
@@ -108,6 +108,12 @@ DDL: tuple[str, ...] = (
         digest VARCHAR NOT NULL,
         is_model BOOLEAN NOT NULL,
         logged_time BIGINT)""",
+    # Events of a run whose run.created is not applied yet (another rank's points can reach
+    # the log first), in log order (seq); applied and removed when the run is created.
+    """CREATE TABLE IF NOT EXISTS parked_events (
+        run_id VARCHAR NOT NULL,
+        seq BIGINT NOT NULL,
+        event VARCHAR NOT NULL)""",
     # Runs removed for good; restoring one is an error that says so.
     """CREATE TABLE IF NOT EXISTS purged_runs (
         run_id VARCHAR PRIMARY KEY,
@@ -163,6 +169,7 @@ PROJECTED_TABLES: tuple[str, ...] = (
     "metric_summary",
     "artifacts",
     "purged_runs",
+    "parked_events",
 )
 
 
@@ -173,4 +180,6 @@ def projected_rows_sql(relation: str) -> str:
         raise ValueError(f"not a projected relation: {relation!r}")
     if relation == "runs":
         return "SELECT * EXCLUDE (run_key) FROM runs"
+    if relation == "parked_events":
+        return "SELECT run_id, event FROM parked_events"
     return f"SELECT * FROM {relation}"

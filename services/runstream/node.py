@@ -187,9 +187,18 @@ class QueryNode:
                 "rejected": dict(projector.stats.rejected),
             },
             "dead_letters": dict(projector.dead_letters.counts),
+            "parked": self._parked(),
             "rebuild": self.rebuild_status.__dict__,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
+
+    def _parked(self) -> dict[str, int]:
+        """Events waiting for their run's run.created (another rank's, usually briefly)."""
+        with self.store.reading() as cur:
+            ((events, runs),) = cur.execute(
+                "SELECT count(*), count(DISTINCT run_id) FROM parked_events"
+            ).fetchall()
+        return {"events": int(events), "runs": int(runs)}
 
     def close(self) -> None:
         self._closing.set()

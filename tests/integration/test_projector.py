@@ -17,7 +17,16 @@ import pytest
 from runstream.kafka_log import EventProducer
 from runstream.node import DAY_MS, QueryNode
 from runstream.projections.read_model import PROJECTED_TABLES, projected_rows_sql
-from runstream.schemas import RunDeleted, RunEnded, RunEndedBody, RunRestored, TagSet, TagSetBody
+from runstream.schemas import (
+    MetricsLogged,
+    MetricsLoggedBody,
+    RunDeleted,
+    RunEnded,
+    RunEndedBody,
+    RunRestored,
+    TagSet,
+    TagSetBody,
+)
 from runstream.settings import Settings
 
 from tests.event_factory import ev, metrics, params, run_created
@@ -202,3 +211,23 @@ def test_admin_endpoints_refuse_bad_input_and_change_nothing(topics: Settings, b
             assert cur.execute("SELECT count(*) FROM runs WHERE run_id = 'r'").fetchone() == (1,)
     finally:
         served.close()
+
+
+def test_a_ranks_points_before_run_created_wait_for_it_through_the_broker(node: QueryNode) -> None:
+    run = uuid.uuid4().hex
+    early = [ev(MetricsLogged, MetricsLoggedBody.from_points([("loss", 2.0, 5, 5)]), run_id=run),
+             ev(TagSet, TagSetBody(key="rank", value="1"), run_id=run)]
+    _wait_applied(node, node.producer.publish_and_wait(early))
+    assert node.health()["parked"] == {"events": 2, "runs": 1}
+    with node.store.reading() as cur:
+        assert cur.execute("SELECT count(*) FROM metric_history WHERE run_id = ?", [run]).fetchone() == (0,)
+
+    _wait_applied(node, node.producer.publish_and_wait([run_created(run)]))
+    assert node.health()["parked"] == {"events": 0, "runs": 0}
+    with node.store.reading() as cur:
+        assert cur.execute(
+            "SELECT latest_value, latest_step, count FROM metric_summary WHERE run_id = ?", [run]
+        ).fetchall() == [(2.0, 5, 1)]
+        assert cur.execute("SELECT value FROM tags WHERE run_id = ? AND key = 'rank'",
+                           [run]).fetchall() == [("1",)]
+    assert not node.health()["dead_letters"]

@@ -303,12 +303,19 @@ def test_duplicated_deliveries_are_applied_once(con) -> None:
     assert summary(con, "r", "m")[-1] == 1
 
 
-def test_events_for_an_unknown_run_are_rejected_with_a_reason(con) -> None:
+def test_events_of_a_run_not_created_yet_wait_for_it(con) -> None:
     result = apply(con, [metrics("ghost", [("m", 1.0, 0, 1)]),
                          ev(TagSet, TagSetBody(key="a", value="b"), run_id="ghost")])
-    assert [r.reason for r in result.rejected] == ["unknown_run", "unknown_run"]
-    assert con.execute("SELECT count(*) FROM rejected_events").fetchone() == (2,)
+    assert result.applied == 2 and not result.rejected
+    assert con.execute("SELECT count(*) FROM rejected_events").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM metric_history").fetchone() == (0,)
+    assert con.execute("SELECT run_id, count(*) FROM parked_events GROUP BY ALL").fetchall() == [
+        ("ghost", 2)
+    ]
+    apply(con, [run_created("ghost"), metrics("ghost", [("m", 2.0, 1, 2)])])
+    assert con.execute("SELECT count(*) FROM parked_events").fetchone() == (0,)
+    assert summary(con, "ghost", "m") == (1.0, 2.0, 2.0, 1, 2, 2)
+    assert con.execute("SELECT value FROM tags WHERE run_id = 'ghost' AND key = 'a'").fetchone() == ("b",)
 
 
 def test_shuffled_partitions_give_the_same_tables() -> None:
@@ -343,11 +350,47 @@ def test_shuffled_partitions_give_the_same_tables() -> None:
         assert snapshot(con) == snapshot(reference)
 
 
-def test_a_rejected_event_is_applied_when_it_comes_again_after_its_run(con) -> None:
-    """A rank's points that beat rank 0's run.created to the log are not lost for good."""
-    early = metrics("late-run", [("m", 1.0, 0, 1)])
-    assert [r.reason for r in apply(con, [early]).rejected] == ["unknown_run"]
-    apply(con, [run_created("late-run")])
-    result = apply(con, [early])  # the same event id, resent
-    assert result.applied == 1 and not result.rejected
+def test_parked_events_keep_log_order_and_are_not_applied_twice(con) -> None:
+    """A rank's points that beat rank 0's run.created to the log are not lost, and a param
+    logged first in log order still wins, whichever batch the run was created in."""
+    early = [params("late-run", {"p": "first"}), metrics("late-run", [("m", 1.0, 0, 1)])]
+    apply(con, early[:1])
+    apply(con, early[1:] + early[:1])  # a resend of an already parked event
+    result = apply(con, [run_created("late-run"), params("late-run", {"p": "second"})])
+    assert not result.rejected
+    assert con.execute("SELECT value FROM params WHERE run_id = 'late-run'").fetchall() == [("first",)]
+    assert con.execute("SELECT rejected_value FROM param_conflicts").fetchall() == [("second",)]
     assert summary(con, "late-run", "m")[-1] == 1
+    assert apply(con, early).duplicates == 2
+
+
+def test_ranks_racing_rank_zero_to_the_log_give_the_same_tables() -> None:
+    """Rank 0 creates a run that other ranks log to; their events reach the run's partition
+    in any order, run.created included, and batches cut the log anywhere."""
+    ranks = {
+        f"r{i}": [
+            [run_created(f"r{i}"), metrics(f"r{i}", [("m", 0.5, 0, 10)])],
+            *[[metrics(f"r{i}", [("m", float(rank * 10 + j), j, rank * 100 + j)]),
+               ev(TagSet, TagSetBody(key=f"rank{rank}", value="up"), run_id=f"r{i}")]
+              for rank in (1, 2) for j in range(3)],
+        ]
+        for i in range(3)
+    }
+    reference = duckdb.connect()
+    create_read_model(reference)
+    apply(reference, [e for streams in ranks.values() for stream in streams for e in stream])
+    for seed in range(8):
+        rng = random.Random(seed)
+        queues = [list(stream) for streams in ranks.values() for stream in streams]
+        merged = []
+        while any(queues):
+            merged.append(rng.choice([q for q in queues if q]).pop(0))
+        con = duckdb.connect()
+        create_read_model(con)
+        i = 0
+        while i < len(merged):
+            n = rng.randint(1, 5)
+            assert not apply(con, merged[i : i + n]).rejected
+            i += n
+        assert snapshot(con) == snapshot(reference)
+        assert con.execute("SELECT count(*) FROM parked_events").fetchone() == (0,)

@@ -9,8 +9,8 @@ Distributed jobs: every rank gets the same ``RUNSTREAM_RUN_ID`` (and ideally
 ``RUNSTREAM_EXPERIMENT_ID`` or ``RUNSTREAM_EXPERIMENT_NAME``). The first top-level
 ``start_run()`` of rank 0 (``RUNSTREAM_RANK``, else ``RANK``) creates that run and returns
 once ``run.created`` is acknowledged; every other rank attaches: it logs to the run but
-never creates or ends it. Release the other ranks after rank 0's ``start_run`` (a barrier),
-so no rank's events reach the log before the run exists.
+never creates or ends it. Other ranks need not wait for rank 0: events that reach the log
+before ``run.created`` wait in the read model and are applied right after it.
 """
 
 from __future__ import annotations
