@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -161,6 +164,26 @@ def wait_for_metadata(bootstrap: str, timeout_s: float, alive: object = None) ->
     raise BrokerError(f"no metadata from {bootstrap} after {timeout_s:.0f}s: {last_error}")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when its parent dies, even by SIGKILL (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so a killed ``runstream up`` or test session leaves no
+    broker JVM behind. The signal follows the thread that started the child: start brokers
+    from a thread that lives as long as they should (the main thread, as the CLI and tests do)."""
+
+    def arm() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died before the line above
+            os._exit(1)
+
+    return arm
+
+
 @dataclass
 class LocalKafka:
     """A single-node Apache Kafka in KRaft mode (broker and controller in one JVM)."""
@@ -215,8 +238,10 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 # Its own process group: a Ctrl-C in the terminal reaches us, and we stop it
-                # in order (SIGTERM, then wait), instead of both dying at once.
+                # in order (SIGTERM, then wait), instead of both dying at once...
                 start_new_session=True,
+                # ...and if we are killed outright, it is stopped all the same.
+                preexec_fn=_die_with(os.getpid()),
             )
         try:
             wait_for_metadata(self.bootstrap, timeout_s, alive=self._alive)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +67,41 @@ def test_local_mode_keeps_every_event_across_a_restart(tmp_path: Path) -> None:
         )
     finally:
         again.stop()
+
+
+def test_a_local_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to stop the broker in order: it must go anyway."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from runstream.deploy.brokers import LocalKafka\n"
+        "k = LocalKafka(Path(sys.argv[1])).start()\n"
+        "print(k.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    jvm = None
+    with subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "kafka")],
+                          stdout=subprocess.PIPE, text=True) as parent:
+        try:
+            assert parent.stdout is not None
+            jvm = int(parent.stdout.readline())
+            assert _running(jvm)
+            parent.kill()
+            parent.wait(10)
+            deadline = time.monotonic() + 60
+            while _running(jvm) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _running(jvm), "the broker JVM outlived its killed parent"
+        finally:
+            parent.kill()
+            if jvm is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(jvm, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its exit status is left
