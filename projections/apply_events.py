@@ -20,6 +20,7 @@ from runstream.schemas import (
     ExperimentDeleted,
     ExperimentRenamed,
     ExperimentRestored,
+    ExperimentTagDeleted,
     ExperimentTagSet,
     MetricsLogged,
     ParamsLogged,
@@ -259,7 +260,7 @@ class _BatchApplier:
         if isinstance(
             event,
             ExperimentCreated | ExperimentRenamed | ExperimentDeleted | ExperimentRestored
-            | ExperimentTagSet,
+            | ExperimentTagSet | ExperimentTagDeleted,
         ):
             return self._experiment_event(event)
         run_id = event.run_id
@@ -377,6 +378,11 @@ class _BatchApplier:
                 "INSERT INTO experiment_tags VALUES (?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET value = excluded.value",
                 [exp_id, event.body.key, event.body.value],
+            )
+        elif isinstance(event, ExperimentTagDeleted):
+            self.con.execute(
+                "DELETE FROM experiment_tags WHERE experiment_id = ? AND key = ?",
+                [exp_id, event.body.key],
             )
         return None
 

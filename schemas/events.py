@@ -23,7 +23,8 @@ from typing import Annotated, Any, Final, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 CURRENT_SCHEMA_VERSION: Final = 1
-CURRENT_SCHEMA_MINOR: Final = 0
+# Minor 1: experiment.tag_deleted.
+CURRENT_SCHEMA_MINOR: Final = 1
 
 # Envelope ids and keys are bounded so a single malformed producer cannot blow up a row.
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
@@ -104,6 +105,18 @@ class ExperimentTagSet(_Envelope):
     type: Literal["experiment.tag_set"] = "experiment.tag_set"
     experiment_id: _ID
     body: ExperimentTagSetBody
+
+
+class ExperimentTagDeletedBody(_Body):
+    key: str = Field(min_length=1, max_length=250)
+
+
+class ExperimentTagDeleted(_Envelope):
+    """Since minor 1."""
+
+    type: Literal["experiment.tag_deleted"] = "experiment.tag_deleted"
+    experiment_id: _ID
+    body: ExperimentTagDeletedBody
 
 
 # ------------------------------------------------------------------------ runs
@@ -309,6 +322,7 @@ AnyEvent = Annotated[
         ExperimentDeleted,
         ExperimentRestored,
         ExperimentTagSet,
+        ExperimentTagDeleted,
         RunCreated,
         RunRenamed,
         RunEnded,
@@ -331,6 +345,7 @@ _EVENT_CLASSES: tuple[type[_Envelope], ...] = (
     ExperimentDeleted,
     ExperimentRestored,
     ExperimentTagSet,
+    ExperimentTagDeleted,
     RunCreated,
     RunRenamed,
     RunEnded,

@@ -35,6 +35,8 @@ from runstream.schemas import (
     ExperimentRenamed,
     ExperimentRenamedBody,
     ExperimentRestored,
+    ExperimentTagDeleted,
+    ExperimentTagDeletedBody,
     ExperimentTagSet,
     ExperimentTagSetBody,
     MetricsLogged,
@@ -376,6 +378,25 @@ class Commands:
         body = _body(ExperimentTagSetBody, key=key, value=value)
         t = self.clock()
         self._publish([self._event(ExperimentTagSet, body, t=t, experiment_id=experiment_id)])
+
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        """Delete a tag of an active experiment; NotFound when it has no such tag (as MLflow)."""
+        with self.node.store.reading() as cur:
+            _, stage, _, _ = self._experiment_row(cur, experiment_id)
+            if stage != "active":
+                raise Conflict(
+                    f"The experiment {experiment_id} must be in the 'active' state. "
+                    f"Current state is {stage}."
+                )
+            exists = cur.execute(
+                "SELECT 1 FROM experiment_tags WHERE experiment_id = ? AND key = ?",
+                [experiment_id, key],
+            ).fetchall()
+        if not exists:
+            raise NotFound(f"No tag with name: {key} in experiment with id {experiment_id}")
+        body = _body(ExperimentTagDeletedBody, key=key)
+        self._publish([self._event(ExperimentTagDeleted, body, t=self.clock(),
+                                   experiment_id=experiment_id)])
 
     # ---------------------------------------------------------------------- runs
 

@@ -78,7 +78,12 @@ def test_experiments_by_name_rename_tags_delete_restore() -> None:
 
     client.set_experiment_tag(exp.experiment_id, "team", "vision")
     client.set_experiment_tag(exp.experiment_id, "team", "nlp")
+    client.set_experiment_tag(exp.experiment_id, "scratch", "x")
+    client.delete_experiment_tag(exp.experiment_id, "scratch")
     assert client.get_experiment(exp.experiment_id).tags == {"team": "nlp"}
+    with pytest.raises(MlflowException) as err:
+        client.delete_experiment_tag(exp.experiment_id, "scratch")
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
     found = client.search_experiments(filter_string=f"name = '{name}'")
     assert [e.experiment_id for e in found] == [exp.experiment_id]

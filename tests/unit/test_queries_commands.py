@@ -178,6 +178,17 @@ def test_set_experiment_tag(node: MemoryNode, commands: Commands, exp: str) -> N
     refused(node, NotFound, "No Experiment", lambda: commands.set_experiment_tag("nope", "k", "v"))
 
 
+def test_delete_experiment_tag(node: MemoryNode, commands: Commands, exp: str) -> None:
+    commands.set_experiment_tag(exp, "owner", "ann")
+    commands.set_experiment_tag(exp, "team", "nlp")
+    commands.delete_experiment_tag(exp, "owner")
+    with node.reading() as cur:
+        assert queries.get_experiment(cur, exp).tags == {"team": "nlp"}
+    refused(node, NotFound, "No tag with name: owner",
+            lambda: commands.delete_experiment_tag(exp, "owner"))
+    refused(node, NotFound, "No Experiment", lambda: commands.delete_experiment_tag("nope", "k"))
+
+
 # ------------------------------------------------------------------------------- runs
 
 

@@ -258,14 +258,7 @@ def set_experiment_tag(ctx: Ctx, msg: Message) -> dict[str, Any]:
 def delete_experiment_tag(ctx: Ctx, msg: Message) -> dict[str, Any]:
     experiment_id = msg.required_text("experiment_id")
     key = msg.required_text("key")
-    delete = getattr(ctx.commands, "delete_experiment_tag", None)
-    if delete is None:
-        raise MlflowError(
-            "NOT_IMPLEMENTED",
-            "Deleting an experiment tag is not supported by runstream yet: the event log has no "
-            "event for it. Set the tag to another value instead.",
-        )
-    delete(experiment_id, key)
+    ctx.commands.delete_experiment_tag(experiment_id, key)
     return {}
 
 
