@@ -24,7 +24,7 @@ import duckdb
 from pydantic import BaseModel, ValidationError
 
 from runstream import queries
-from runstream.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from runstream.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady
 from runstream.schemas import (
     ArtifactLogged,
     ArtifactLoggedBody,
@@ -196,6 +196,30 @@ _ANIMALS = ("ant", "bat", "cat", "doe", "eel", "fox", "gnu", "hen", "jay", "koi"
 def _random_run_name() -> str:
     """A readable name for a run created without one, in MLflow's adjective-animal-NNN form."""
     return f"{random.choice(_ADJECTIVES)}-{random.choice(_ANIMALS)}-{random.randrange(1000)}"
+
+
+class RunCreatedNotApplied(NotReady):
+    """The run is on the log (it will appear) but this node has not applied it in time.
+
+    ``record`` is the run as published: enough to answer a create request, so that a client
+    retrying the 503 does not create a second run."""
+
+    def __init__(self, message: str, record: queries.RunRecord) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+def _published_run(run_id: str, experiment_id: str, body: RunCreatedBody) -> queries.RunRecord:
+    return queries.RunRecord(
+        run_id=run_id, experiment_id=experiment_id, name=body.name, user_id=body.user,
+        status="RUNNING", start_time=body.start_time_ms, end_time=None, lifecycle_stage="active",
+        deleted_time=None, artifact_uri=body.artifact_uri, source_name=body.source_name,
+        source_type=body.source_type, entry_point=body.entry_point, git_commit=body.git_commit,
+        git_dirty=body.git_dirty, parent_run_id=body.parent_run_id, has_model=False,
+        python_version=body.python_version, packages=list(body.packages),
+        command_line=list(body.command_line), host=body.host, tags=dict(body.tags),
+        git_remote=body.git_remote,
+    )
 
 
 class Commands:
@@ -472,8 +496,11 @@ class Commands:
             artifact_uri=f"{root}/{run_id}/artifacts",
             experiment_name=exp_name,
         )
-        self._publish([self._event(RunCreated, body, t=t, run_id=run_id,
-                                   experiment_id=experiment_id)])
+        try:
+            self._publish([self._event(RunCreated, body, t=t, run_id=run_id,
+                                       experiment_id=experiment_id)])
+        except NotReady as exc:
+            raise RunCreatedNotApplied(str(exc), _published_run(run_id, experiment_id, body)) from exc
         return run_id
 
     def update_run(

@@ -602,3 +602,36 @@ def test_twenty_processes_set_one_new_experiment(tracking: str, tmp_path: Path) 
                                               view_type=ViewType.ALL)
     assert [e.experiment_id for e in found] == [ids[0]]
     assert time.monotonic() - t0 < 120
+
+
+def test_create_run_on_a_lagging_node_answers_once_and_creates_one_run(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """A node whose projector is behind cannot show the new run in time. A 503 would make
+    the mlflow client retry and create a run per retry; the run as published is returned."""
+    settings = node_settings(bootstrap, tmp_path / "lagging", read_your_writes_timeout_s=0.3)
+    lagging = ServedNode(settings, bootstrap)
+    try:
+        lagging.node.projector.stop()
+        run = MlflowClient(tracking_uri=lagging.url).create_run("0", run_name="while-lagging", tags={"k": "v"})
+        assert run.info.run_name == "while-lagging" and run.info.status == "RUNNING"
+        assert run.data.tags["k"] == "v"
+    finally:
+        lagging.close()
+    # Another node on the same log, caught up, finds exactly that run.
+    from runstream.node import QueryNode
+
+    other = QueryNode.open(settings.model_copy(update={"data_dir": tmp_path / "other"}), bootstrap)
+    try:
+        query = "SELECT run_id FROM runs WHERE name = 'while-lagging'"
+        deadline = time.monotonic() + 60
+        found: list = []
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with other.store.reading() as cur:
+                found = cur.execute(query).fetchall()
+        time.sleep(1)  # a duplicate would be right behind it on the same partition
+        with other.store.reading() as cur:
+            assert cur.execute(query).fetchall() == [(run.info.run_id,)]
+    finally:
+        other.close()

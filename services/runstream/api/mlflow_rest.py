@@ -50,7 +50,7 @@ from runstream.api.mlflow_wire import (
     run_info,
     run_json,
 )
-from runstream.commands import Commands
+from runstream.commands import Commands, RunCreatedNotApplied
 from runstream.errors import InvalidInput
 from runstream.node import QueryNode
 
@@ -274,13 +274,18 @@ def _run_response(ctx: Ctx, run_id: str) -> dict[str, Any]:
 def create_run(ctx: Ctx, msg: Message) -> dict[str, Any]:
     experiment_id = msg.text("experiment_id") or "0"
     tags = key_value_pairs(msg.objects("tags"), "tags")
-    run_id = ctx.commands.create_run(
-        experiment_id,
-        name=msg.text("run_name") or None,
-        user=msg.text("user_id") or None,
-        start_time=msg.integer("start_time", lo=0),
-        tags=tags,
-    )
+    try:
+        run_id = ctx.commands.create_run(
+            experiment_id,
+            name=msg.text("run_name") or None,
+            user=msg.text("user_id") or None,
+            start_time=msg.integer("start_time", lo=0),
+            tags=tags,
+        )
+    except RunCreatedNotApplied as pending:
+        # The run is on the log: answer with it as published. A 503 here would make the
+        # mlflow client retry, and every retry would create another run.
+        return {"run": run_json(pending.record)}
     return _run_response(ctx, run_id)
 
 
