@@ -184,6 +184,15 @@ def _die_with(parent_pid: int) -> Callable[[], None]:
     return arm
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, never starting with "-" (the
+    storage tool would read it as an option; Kafka's own Uuid.randomUuid() skips those too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class LocalKafka:
     """A single-node Apache Kafka in KRaft mode (broker and controller in one JVM)."""
@@ -256,7 +265,7 @@ class LocalKafka:
         return self.process is not None and self.process.poll() is None
 
     def _format(self, classpath: str, config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         proc = subprocess.run(
             [
                 "java",
