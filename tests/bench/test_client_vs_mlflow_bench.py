@@ -1,0 +1,179 @@
+"""Sustained points/s into the read model: runstream's client beside MLflow's ``log_batch`` (issue #4).
+
+Run: .venv/bin/pytest tests/bench/test_client_vs_mlflow_bench.py -s --override-ini addopts=
+
+From 1 and from 8 processes, in one run, one side after the other (never both at once):
+
+* runstream: the native client, ``runstream.log_metric`` in 1 or 8 rank processes logging to
+  one run (the worker and the launch of
+  test_client_bench.py::test_sustained_points_per_second_into_the_read_model) into a query
+  node with ``runstream up``'s partitions and projector batching. The interval runs from the
+  first rank's first ``log_metric`` until every point is visible in the read model
+  (``metric_summary.count`` of the run). RUNSTREAM_BENCH_VS_POINTS points in all (default
+  4,000,000).
+* MLflow: ``MlflowClient().log_batch`` with 1,000 metrics a call against MLflow 3.17.2's own
+  tracking server with a SQLite backend (a new database per measurement; the harness of
+  test_mlflow_bench.py, in mlflow_server.py), from 1 or 8 forked client processes, each logging
+  to a run of its own: 40 calls per process alone, 25 each with 8. The interval runs from the
+  barrier that releases them until the last call returned; MLflow writes synchronously, so a
+  returned call is visible to readers. MLflow's side is not charged for process start-up,
+  runstream's is (its ranks start while rank 0 already logs).
+
+Prints the figures of each side, then a table: processes, runstream points/s, MLflow points/s,
+their ratio and whether runstream reaches 100x MLflow's rate, with ``os.getloadavg()`` (this
+machine may be shared). Asserts only that every point arrived, never on time. Only one Kafka
+broker runs meanwhile (the session's), idle while MLflow is measured. If MLflow's virtual
+environment cannot be made, the reason is printed and runstream alone is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import runstream
+from runstream.node import QueryNode
+
+from tests.bench.mlflow_server import METRICS_PER_CALL, ms, run_client, serve_mlflow
+from tests.bench.test_client_bench import CLEAR_ENV, WORKER
+from tests.e2e.mlflow_node import node_settings
+
+pytestmark = pytest.mark.broker
+
+PROCESSES = (1, 8)
+RUNSTREAM_POINTS = int(os.environ.get("RUNSTREAM_BENCH_VS_POINTS", 4_000_000))
+MLFLOW_CALLS = {1: 40, 8: 25}  # log_batch calls per client process, by process count
+TARGET_RATIO = 100.0
+
+
+@dataclass
+class Rate:
+    """One side's measurement from one process count."""
+
+    points: int
+    seconds: float
+    load_before: float
+    load_after: float
+    detail: str
+
+    @property
+    def points_s(self) -> float:
+        return self.points / self.seconds
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _runstream_rate(bootstrap: str, tmp: Path, processes: int) -> Rate:
+    """``processes`` rank processes log RUNSTREAM_POINTS points to one run, timed into the read model."""
+    settings = node_settings(bootstrap, tmp / "data", partitions=6, batch_max_ms=50)
+    load_before = _load()
+    node = QueryNode.open(settings, bootstrap)
+    run_id = runstream.new_run_id()
+    per = RUNSTREAM_POINTS // processes
+    total = per * processes
+    env = {k: v for k, v in os.environ.items() if k not in CLEAR_ENV}
+    env.update(RUNSTREAM_KAFKA_BOOTSTRAP=bootstrap, RUNSTREAM_TOPIC_PREFIX=settings.topic_prefix,
+               RUNSTREAM_RUN_ID=run_id, RUNSTREAM_DATA_DIR=str(settings.data_dir),
+               RUNSTREAM_REPLAY_ON_START="0", RUNSTREAM_EXPERIMENT_NAME="bench-vs-mlflow")
+    try:
+        procs = []
+        for rank in range(processes):
+            p = subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(per)], stdout=subprocess.PIPE, text=True,
+                env={**env, "RUNSTREAM_RANK": str(rank),
+                     "RUNSTREAM_SPOOL_DIR": str(tmp / f"spool{rank}")},
+            )
+            assert p.stdout is not None
+            if rank == 0:
+                assert p.stdout.readline().strip() == "started"  # the run exists
+            procs.append(p)
+        results = []
+        for p in procs:
+            out, _ = p.communicate(timeout=1800)
+            assert p.returncode == 0, out
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        count = 0
+        deadline = time.monotonic() + 1800
+        while count < total and time.monotonic() < deadline:
+            with node.store.reading() as cur:
+                row = cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
+                                  [run_id]).fetchone()
+            count = row[0] if row else 0
+            if count < total:
+                time.sleep(0.02)
+        t_visible = time.time()
+        assert count == total, f"{count:,} of {total:,} points in the read model"
+    finally:
+        node.close()
+    start = min(r["start"] for r in results)
+    logged = max(r["logged"] for r in results) - start
+    delivered = max(r["delivered"] for r in results) - start
+    blocked = sum(r["stats"]["blocked_s"] for r in results)
+    return Rate(total, t_visible - start, load_before, _load(),
+                f"{processes} x {per:,} points into one run; all logged after {logged:.2f} s, "
+                f"acknowledged after {delivered:.2f} s, visible after {t_visible - start:.2f} s; "
+                f"log_metric blocked {blocked:.1f} s in all")
+
+
+def _mlflow_rate(tmp: Path, processes: int) -> Rate | None:
+    """``processes`` forked clients call log_batch against a new MLflow server; None if none runs."""
+    calls = MLFLOW_CALLS[processes]
+    load_before = _load()
+    database = tmp / "mlflow.db"
+    with serve_mlflow(tmp, database) as server:
+        if server is None:
+            return None
+        r = run_client(server, tmp, "log_batch", f"bench-vs-{uuid.uuid4().hex[:6]}",
+                       str(processes), str(calls))
+    load_after = _load()
+    # Every point is stored: the timed calls and each process's warm-up call.
+    expected = processes * (calls + 1) * METRICS_PER_CALL
+    with closing(sqlite3.connect(database)) as con:
+        marks = ",".join("?" * len(r["run_ids"]))
+        stored = con.execute(f"SELECT count(*) FROM metrics WHERE run_uuid IN ({marks})",
+                             r["run_ids"]).fetchone()[0]
+    assert stored == expected, f"{stored:,} of {expected:,} points in MLflow's database"
+    lat = r["latencies"]
+    return Rate(r["points"], r["wall_s"], load_before, load_after,
+                f"{processes} x {calls} calls of {METRICS_PER_CALL:,} metrics, a run per process; "
+                f"log_batch p50 {ms(lat, 0.5):.0f} ms, p95 {ms(lat, 0.95):.0f} ms")
+
+
+@pytest.mark.timeout(5400)
+def test_points_per_second_runstream_vs_mlflow(bootstrap: str, tmp_path: Path) -> None:
+    rows: dict[int, tuple[Rate, Rate | None]] = {}
+    for processes in PROCESSES:
+        ours = _runstream_rate(bootstrap, tmp_path / f"runstream-{processes}", processes)
+        print(f"\nrunstream, {ours.detail}: {ours.points_s:,.0f} points/s "
+              f"[load {ours.load_before:.1f} -> {ours.load_after:.1f}]")
+        theirs = _mlflow_rate(tmp_path / f"mlflow-{processes}", processes)
+        if theirs is not None:
+            print(f"MLflow, {theirs.detail}: {theirs.points_s:,.0f} points/s "
+                  f"[load {theirs.load_before:.1f} -> {theirs.load_after:.1f}]")
+        rows[processes] = (ours, theirs)
+
+    print(f"\nsustained points/s into the read model ({os.cpu_count()} cores, shared by clients, "
+          f"servers and the broker; 1-min load average before -> after each side)")
+    print(f"{'procs':>5}  {'runstream pts/s':>16}  {'MLflow pts/s':>13}  {'ratio':>8}  "
+          f"{'>=100x':>6}  {'load runstream':>15}  {'load MLflow':>12}")
+    for processes, (ours, theirs) in rows.items():
+        if theirs is None:
+            mlflow_s, ratio_s, met, load_s = "-", "-", "n/a", "-"
+        else:
+            ratio = ours.points_s / theirs.points_s
+            mlflow_s, ratio_s = f"{theirs.points_s:,.0f}", f"{ratio:,.1f}x"
+            met = "yes" if ratio >= TARGET_RATIO else "NO"
+            load_s = f"{theirs.load_before:.1f} -> {theirs.load_after:.1f}"
+        print(f"{processes:>5}  {ours.points_s:>16,.0f}  {mlflow_s:>13}  {ratio_s:>8}  {met:>6}  "
+              f"{f'{ours.load_before:.1f} -> {ours.load_after:.1f}':>15}  {load_s:>12}")
