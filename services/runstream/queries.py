@@ -407,6 +407,20 @@ _METRIC_SUMMARY_COLUMNS = (
 )
 
 
+# From this many runs on, per-run rows are fetched through Arrow (see _column_rows).
+_ARROW_FETCH_RUNS = 200
+
+
+def _column_rows(cur: Cursor, sql: str, run_keys: list[int]) -> Iterator[tuple[Any, ...]]:
+    """The rows of a query over run keys (bound as ``$keys``). For many runs through Arrow:
+    DuckDB's row-by-row tuples cost 3x more for the 20,000 metric rows of 1000 runs; for a
+    few, Arrow's fixed cost per query is the larger one."""
+    if len(run_keys) < _ARROW_FETCH_RUNS:
+        return iter(cur.execute(sql, {"keys": run_keys}).fetchall())
+    table = cur.sql(sql, params={"keys": run_keys}).to_arrow_table()
+    return zip(*(column.to_pylist() for column in table.columns), strict=True)
+
+
 def _run_records(cur: Cursor, run_ids: list[str], *, with_data: bool) -> list[RunRecord]:
     """RunRecords for run ids, in their order (ids not found are left out)."""
     if not run_ids:
@@ -431,24 +445,24 @@ def _records_by_key(cur: Cursor, run_keys: list[int], *, with_data: bool) -> lis
     tags: dict[int, dict[str, str]] = {}
     metrics: dict[int, dict[str, MetricSummary]] = {}
     if with_data:
-        for run_key, key, value in cur.execute(
-            "SELECT run_key, key, value FROM run_params WHERE run_key IN (SELECT unnest(?)) "
-            "ORDER BY key",
-            [run_keys],
-        ).fetchall():
-            params.setdefault(run_key, {})[key] = value
-        for run_key, key, value in cur.execute(
-            "SELECT run_key, key, value FROM run_tags WHERE run_key IN (SELECT unnest(?)) "
-            "ORDER BY key",
-            [run_keys],
-        ).fetchall():
-            tags.setdefault(run_key, {})[key] = value
-        for run_key, key, *summary in cur.execute(
-            f"SELECT run_key, key, {_METRIC_SUMMARY_COLUMNS} FROM run_metric_summary "
-            "WHERE run_key IN (SELECT unnest(?)) ORDER BY key",
-            [run_keys],
-        ).fetchall():
-            metrics.setdefault(run_key, {})[key] = MetricSummary(key, *summary)
+        for table, into in (("run_params", params), ("run_tags", tags)):
+            for run_key, key, value in _column_rows(
+                cur, f"SELECT run_key, key, value FROM {table} "
+                "WHERE run_key IN (SELECT unnest($keys)) ORDER BY key", run_keys,
+            ):
+                found = into.get(run_key)
+                if found is None:
+                    found = into[run_key] = {}
+                found[key] = value
+        summary = tuple.__new__  # MetricSummary's fields, in order, from key on
+        for row in _column_rows(
+            cur, f"SELECT run_key, key, {_METRIC_SUMMARY_COLUMNS} FROM run_metric_summary "
+            "WHERE run_key IN (SELECT unnest($keys)) ORDER BY key", run_keys,
+        ):
+            found_metrics = metrics.get(row[0])
+            if found_metrics is None:
+                found_metrics = metrics[row[0]] = {}
+            found_metrics[row[1]] = summary(MetricSummary, row[1:])
     records = []
     for run_key in run_keys:
         if run_key not in rows:
