@@ -185,6 +185,9 @@ class QueryNode:
                 "points": projector.stats.points,
                 "duplicates_skipped": projector.stats.duplicates,
                 "rejected": dict(projector.stats.rejected),
+                # key/value tables re-sorted by key (projections.layout), and their time
+                "clusterings": projector.stats.clusterings,
+                "clustering_s": round(projector.stats.clustering_s, 2),
             },
             "dead_letters": dict(projector.dead_letters.counts),
             "parked": self._parked(),

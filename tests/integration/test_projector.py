@@ -231,3 +231,27 @@ def test_a_ranks_points_before_run_created_wait_for_it_through_the_broker(node: 
         assert cur.execute("SELECT value FROM tags WHERE run_id = ? AND key = 'rank'",
                            [run]).fetchall() == [("1",)]
     assert not node.health()["dead_letters"]
+
+
+def test_the_live_projector_re_sorts_key_value_tables_by_key(
+    topics: Settings, bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runstream import projector as projector_module
+    from runstream.projections import layout
+
+    monkeypatch.setattr(projector_module, "LAYOUT_CHECK_S", 0.0)
+    monkeypatch.setattr(layout, "MIN_TAIL_ROWS", 10)
+    node = QueryNode.open(topics, bootstrap)
+    try:
+        _wait_applied(node, node.producer.publish_and_wait(workload(20)))
+        deadline = time.monotonic() + 30
+        while node.health()["projected"]["clusterings"] < 1 and time.monotonic() < deadline:
+            _wait_applied(node, node.producer.publish_and_wait(workload(2)))
+        assert node.health()["projected"]["clusterings"] >= 1
+        with node.store.reading() as cur:
+            keys = [k for (k,) in cur.execute("SELECT key FROM run_params").fetchall()]
+            tail = layout.tail_rows(cur, "run_params")
+            assert keys[: len(keys) - tail] == sorted(keys[: len(keys) - tail])
+            assert cur.execute("SELECT count(*) FROM params").fetchone()[0] == len(keys)
+    finally:
+        node.close()
