@@ -122,6 +122,9 @@ class CompiledOrder:
     # True when the first key is start_time DESC (the default order): the page can then be
     # looked for among the most recently created runs first (see queries.search_runs).
     newest_first: bool = False
+    # When the first key is a metric: (metric key, its sort value as SQL over the summary
+    # row ``m``). The page can then be looked for among the runs with the best values first.
+    leading_metric: tuple[str, str] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1078,6 +1081,7 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
     params: list[object] = []
     parts: list[str] = []
     listed: set[str] = set()
+    leading_metric: tuple[str, str] | None = None
     for order_key in parse_order_by(clauses):
         ident = order_key.ident
         direction = "DESC" if order_key.descending else "ASC"
@@ -1088,6 +1092,8 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
             # value (or on its negation, for DESC) gives numbers in the asked direction, then
             # NaN, then runs without the metric (NULLS LAST), whatever the direction.
             value = f"-{column}" if order_key.descending else column
+            if not parts:
+                leading_metric = (ident.key, value)
             parts.append(f"(SELECT {value} {lookup}) ASC NULLS LAST")
             params.append(ident.key)
         elif ident.entity in ("param", "tag"):
@@ -1110,5 +1116,6 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
     if "run_id" not in listed:
         parts.append("r.run_id ASC")
     return CompiledOrder(
-        ", ".join(parts), tuple(params), newest_first=parts[0] == "r.start_time DESC NULLS LAST"
+        ", ".join(parts), tuple(params), newest_first=parts[0] == "r.start_time DESC NULLS LAST",
+        leading_metric=leading_metric,
     )

@@ -324,6 +324,40 @@ _FIRST_WINDOW = 4096
 _WINDOW_GROWTH = 8
 
 
+def _best_metric_window(
+    cur: Cursor, sel: RunSelection, limit: int, offset: int
+) -> list[tuple[int, str]] | None:
+    """A page ordered first by a metric, looked for among the runs with the best values of
+    it (a growing window of the summary's rows for that key), or None to sort everything.
+
+    The window's page is the true page when its last row's value is strictly better than the
+    window's worst: every run outside the window then sorts after it (a worse or equal value,
+    NaN, or no value at all, which sort last). A NaN on either side: the window grows.
+    """
+    assert sel.order.leading_metric is not None
+    key, value = sel.order.leading_metric
+    ((rows_of_key,),) = cur.execute(
+        "SELECT count(*) FROM run_metric_summary WHERE key = ?", [key]
+    ).fetchall()
+    window = max(_FIRST_WINDOW, 4 * (limit + offset))
+    while window < rows_of_key:
+        rows = cur.execute(
+            f"WITH top AS MATERIALIZED (SELECT m.run_key, {value} AS v FROM run_metric_summary m "
+            "WHERE m.key = ? ORDER BY v ASC NULLS LAST LIMIT ?) "
+            "SELECT r.run_key, r.run_id, top.v, (SELECT max(v) FROM top) "
+            f"FROM top JOIN runs r ON r.run_key = top.run_key WHERE {sel.where} "
+            f"ORDER BY {sel.order.sql} LIMIT ? OFFSET ?",
+            [key, window, *sel.params, *sel.order.params, limit, offset],
+        ).fetchall()
+        if len(rows) == limit:
+            _, _, last, worst = rows[-1]
+            # (A NULL value in the window means every non-NULL one is in it: max() skips it.)
+            if last is not None and worst is not None and not math.isnan(worst) and last < worst:
+                return [(run_key, run_id) for run_key, run_id, *_ in rows]
+        window *= _WINDOW_GROWTH
+    return None
+
+
 def page_runs(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[tuple[int, str]]:
     """(run key, run id) of each run of one page of a selection, in its order (``limit``
     rows from ``offset``).
@@ -338,6 +372,10 @@ def page_runs(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[t
     (checked with one aggregate; clock skew or imported runs only make the window grow).
     """
     order, args = sel.order, [*sel.params, *sel.order.params]
+    if order.leading_metric is not None and limit + offset > 0:
+        found = _best_metric_window(cur, sel, limit, offset)
+        if found is not None:
+            return found
     if order.newest_first and limit + offset > 0:
         ((newest,),) = cur.execute("SELECT coalesce(max(run_key), 0) FROM runs").fetchall()
         window = max(_FIRST_WINDOW, 4 * (limit + offset))

@@ -504,3 +504,49 @@ def test_only_a_leading_start_time_desc_is_newest_first() -> None:
     assert not newest_first(["start_time"])
     assert not newest_first(["metrics.loss DESC"])
     assert not newest_first(["run_name", "start_time DESC"])
+
+
+def _metric_window_db(seed: int) -> duckdb.DuckDBPyConnection:
+    """200 runs; 'loss' with ties, NaN latest values, all-NaN histories (NULL min and max),
+    runs without it, deleted runs, a param for a second order key."""
+    import random
+
+    rng = random.Random(seed)
+    events = []
+    for i in range(200):
+        run = f"{rng.getrandbits(128):032x}"
+        events += [run_created(run, f"exp{i % 2}", t=T0 + i), params(run, {"p": str(i % 3)})]
+        roll = rng.random()
+        if roll < 0.1:
+            pass  # no loss at all
+        elif roll < 0.15:
+            events.append(metrics(run, [("loss", math.nan, 0, T0)]))
+        elif roll < 0.2:
+            events.append(metrics(run, [("loss", 0.5, 0, T0), ("loss", math.nan, 1, T0)]))
+        else:
+            value = rng.choice([0.25, 0.5, 0.75]) if roll < 0.4 else rng.random()
+            events.append(metrics(run, [("loss", value * 3, 0, T0), ("loss", value, 1, T0)]))
+        if rng.random() < 0.1:
+            events.append(ev(RunDeleted, run_id=run))
+    return _fold(events)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_best_metric_window_gives_the_same_pages_as_a_full_sort(monkeypatch, seed: int) -> None:
+    con = _metric_window_db(seed)
+    monkeypatch.setattr(queries, "_FIRST_WINDOW", 4)
+    orders = [["metrics.loss"], ["metrics.loss DESC"], ["MIN(metrics.loss)", "params.p DESC"],
+              ["MAX(metrics.loss) DESC"], ["LATEST(metrics.loss)", "start_time"]]
+    windowed = 0
+    for order_by in orders:
+        for filter in (None, "params.p = '1'", "metrics.loss > 0.3"):
+            for exps, view in ((["exp0", "exp1"], "active"), (["exp1"], "all")):
+                sel = queries.select_runs(exps, filter, order_by, view, None)
+                assert sel.order.leading_metric is not None
+                full = replace(sel, order=replace(sel.order, leading_metric=None))
+                for limit, offset in [(1, 0), (3, 2), (10, 0), (20, 30), (300, 0)]:
+                    got = queries.page_runs(con, sel, limit, offset)
+                    assert got == queries.page_runs(con, full, limit, offset), (
+                        order_by, filter, exps, view, limit, offset)
+                    windowed += queries._best_metric_window(con, sel, limit, offset) is not None
+    assert windowed > 50  # the window answered often, not only the fallback
