@@ -265,6 +265,18 @@ class Commands:
             raise NotFound(f"No Experiment with id={experiment_id} exists")
         return row[0], row[1], row[2], row[3]
 
+    def _active_experiment(
+        self, cur: duckdb.DuckDBPyConnection, experiment_id: str
+    ) -> tuple[str, str | None]:
+        """(name, artifact_location) of an experiment that must be active (Conflict if not)."""
+        name, stage, location, _ = self._experiment_row(cur, experiment_id)
+        if stage != "active":
+            raise Conflict(
+                f"The experiment {experiment_id} must be in the 'active' state. "
+                f"Current state is {stage}."
+            )
+        return name, location
+
     # --------------------------------------------------------------- experiments
 
     def create_experiment(
@@ -393,12 +405,7 @@ class Commands:
         """Set (or overwrite) a tag of an active experiment."""
         ((key, value),) = self._experiment_tags([(key, value)])
         with self.node.store.reading() as cur:
-            _, stage, _, _ = self._experiment_row(cur, experiment_id)
-            if stage != "active":
-                raise Conflict(
-                    f"The experiment {experiment_id} must be in the 'active' state. "
-                    f"Current state is {stage}."
-                )
+            self._active_experiment(cur, experiment_id)
         body = _body(ExperimentTagSetBody, key=key, value=value)
         t = self.clock()
         self._publish([self._event(ExperimentTagSet, body, t=t, experiment_id=experiment_id)])
@@ -406,12 +413,7 @@ class Commands:
     def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
         """Delete a tag of an active experiment; NotFound when it has no such tag (as MLflow)."""
         with self.node.store.reading() as cur:
-            _, stage, _, _ = self._experiment_row(cur, experiment_id)
-            if stage != "active":
-                raise Conflict(
-                    f"The experiment {experiment_id} must be in the 'active' state. "
-                    f"Current state is {stage}."
-                )
+            self._active_experiment(cur, experiment_id)
             exists = cur.execute(
                 "SELECT 1 FROM experiment_tags WHERE experiment_id = ? AND key = ?",
                 [experiment_id, key],
@@ -467,12 +469,7 @@ class Commands:
             _check_millis(start_time, "start_time")
         kind = source_type or tag_map.get("mlflow.source.type") or "UNKNOWN"
         with self.node.store.reading() as cur:
-            exp_name, stage, location, _ = self._experiment_row(cur, experiment_id)
-            if stage != "active":
-                raise Conflict(
-                    f"The experiment {experiment_id} must be in the 'active' state. "
-                    f"Current state is {stage}."
-                )
+            exp_name, location = self._active_experiment(cur, experiment_id)
         run_id = str(new_run_id())
         root = (location or f"mlflow-artifacts:/{experiment_id}").rstrip("/")
         t = self.clock()

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import runstream
@@ -104,44 +105,57 @@ WORKER = textwrap.dedent("""
 """)
 
 
+def log_from_ranks(
+    node: QueryNode, settings: Settings, bootstrap: str, spool_root: Path, processes: int,
+    per: int, experiment: str, timeout_s: float,
+) -> tuple[str, list[dict[str, Any]], float]:
+    """``processes`` WORKER ranks log ``per`` points each to one new run (rank 0 creates it);
+    returns the run id, each rank's result and the time (time.time()) at which ``node``'s
+    read model held every point (or the deadline passed: the caller checks the count)."""
+    run_id = runstream.new_run_id()
+    total = per * processes
+    env = {k: v for k, v in os.environ.items() if k not in CLEAR_ENV}
+    env.update(RUNSTREAM_KAFKA_BOOTSTRAP=bootstrap, RUNSTREAM_TOPIC_PREFIX=settings.topic_prefix,
+               RUNSTREAM_RUN_ID=run_id, RUNSTREAM_DATA_DIR=str(settings.data_dir),
+               RUNSTREAM_REPLAY_ON_START="0", RUNSTREAM_EXPERIMENT_NAME=experiment)
+    procs = []
+    for rank in range(processes):
+        p = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(per)], stdout=subprocess.PIPE, text=True,
+            env={**env, "RUNSTREAM_RANK": str(rank),
+                 "RUNSTREAM_SPOOL_DIR": str(spool_root / f"spool{rank}")},
+        )
+        assert p.stdout is not None
+        if rank == 0:
+            assert p.stdout.readline().strip() == "started"  # the run exists
+        procs.append(p)
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=timeout_s)
+        assert p.returncode == 0, out
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with node.store.reading() as cur:
+            row = cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
+                              [run_id]).fetchone()
+        if row and row[0] >= total:
+            break
+        time.sleep(0.02)
+    return run_id, results, time.time()
+
+
 @pytest.mark.parametrize("processes", [1, 8])
 def test_sustained_points_per_second_into_the_read_model(
     settings: Settings, bootstrap: str, tmp_path: Path, processes: int
 ) -> None:
     node = QueryNode.open(settings, bootstrap)
-    run_id = runstream.new_run_id()
     per = POINTS // processes
-    env = {k: v for k, v in os.environ.items() if k not in CLEAR_ENV}
-    env.update(RUNSTREAM_KAFKA_BOOTSTRAP=bootstrap, RUNSTREAM_TOPIC_PREFIX=settings.topic_prefix,
-               RUNSTREAM_RUN_ID=run_id, RUNSTREAM_DATA_DIR=str(settings.data_dir),
-               RUNSTREAM_REPLAY_ON_START="0", RUNSTREAM_EXPERIMENT_NAME="bench")
+    total = per * processes
     try:
-        procs = []
-        for rank in range(processes):
-            p = subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(per)], stdout=subprocess.PIPE, text=True,
-                env={**env, "RUNSTREAM_RANK": str(rank),
-                     "RUNSTREAM_SPOOL_DIR": str(tmp_path / f"spool{rank}")},
-            )
-            assert p.stdout is not None
-            if rank == 0:
-                assert p.stdout.readline().strip() == "started"  # the run exists
-            procs.append(p)
-        results = []
-        for p in procs:
-            out, _ = p.communicate(timeout=900)
-            assert p.returncode == 0, out
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        total = per * processes
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            with node.store.reading() as cur:
-                row = cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
-                                  [run_id]).fetchone()
-            if row and row[0] >= total:
-                break
-            time.sleep(0.02)
-        t_projected = time.time()
+        run_id, results, t_projected = log_from_ranks(
+            node, settings, bootstrap, tmp_path, processes, per, "bench", timeout_s=900
+        )
         start = min(r["start"] for r in results)
         logged = max(r["logged"] for r in results)
         delivered = max(r["delivered"] for r in results)

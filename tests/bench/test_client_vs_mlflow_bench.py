@@ -28,23 +28,18 @@ environment cannot be made, the reason is printed and runstream alone is measure
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-import subprocess
-import sys
-import time
 import uuid
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import runstream
 from runstream.node import QueryNode
 
 from tests.bench.mlflow_server import METRICS_PER_CALL, ms, run_client, serve_mlflow
-from tests.bench.test_client_bench import CLEAR_ENV, WORKER
+from tests.bench.test_client_bench import log_from_ranks
 from tests.e2e.mlflow_node import node_settings
 
 pytestmark = pytest.mark.broker
@@ -79,40 +74,16 @@ def _runstream_rate(bootstrap: str, tmp: Path, processes: int) -> Rate:
     settings = node_settings(bootstrap, tmp / "data", partitions=6, batch_max_ms=50)
     load_before = _load()
     node = QueryNode.open(settings, bootstrap)
-    run_id = runstream.new_run_id()
     per = RUNSTREAM_POINTS // processes
     total = per * processes
-    env = {k: v for k, v in os.environ.items() if k not in CLEAR_ENV}
-    env.update(RUNSTREAM_KAFKA_BOOTSTRAP=bootstrap, RUNSTREAM_TOPIC_PREFIX=settings.topic_prefix,
-               RUNSTREAM_RUN_ID=run_id, RUNSTREAM_DATA_DIR=str(settings.data_dir),
-               RUNSTREAM_REPLAY_ON_START="0", RUNSTREAM_EXPERIMENT_NAME="bench-vs-mlflow")
     try:
-        procs = []
-        for rank in range(processes):
-            p = subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(per)], stdout=subprocess.PIPE, text=True,
-                env={**env, "RUNSTREAM_RANK": str(rank),
-                     "RUNSTREAM_SPOOL_DIR": str(tmp / f"spool{rank}")},
-            )
-            assert p.stdout is not None
-            if rank == 0:
-                assert p.stdout.readline().strip() == "started"  # the run exists
-            procs.append(p)
-        results = []
-        for p in procs:
-            out, _ = p.communicate(timeout=1800)
-            assert p.returncode == 0, out
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        count = 0
-        deadline = time.monotonic() + 1800
-        while count < total and time.monotonic() < deadline:
-            with node.store.reading() as cur:
-                row = cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
-                                  [run_id]).fetchone()
-            count = row[0] if row else 0
-            if count < total:
-                time.sleep(0.02)
-        t_visible = time.time()
+        run_id, results, t_visible = log_from_ranks(
+            node, settings, bootstrap, tmp, processes, per, "bench-vs-mlflow", timeout_s=1800
+        )
+        with node.store.reading() as cur:
+            row = cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
+                              [run_id]).fetchone()
+        count = row[0] if row else 0
         assert count == total, f"{count:,} of {total:,} points in the read model"
     finally:
         node.close()
