@@ -58,9 +58,8 @@ def due(con: SqlConnection) -> list[str]:
     """The clustered tables whose unsorted tail is large enough to rewrite."""
     out = []
     for table in CLUSTERED:
-        total = _row_count(con, table)
-        tail = max(0, total - _sorted_rows(con, table))
-        if tail >= MIN_TAIL_ROWS and tail >= TAIL_SHARE * total:
+        tail = tail_rows(con, table)
+        if tail >= MIN_TAIL_ROWS and tail >= TAIL_SHARE * _row_count(con, table):
             out.append(table)
     return out
 

@@ -49,7 +49,26 @@ def _connect(path: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConn
     return con
 
 
-class ReadStore:
+class _Cursors:
+    """What every store gives its readers: a cursor per use, closed after it."""
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        raise NotImplementedError
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cur = self.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def next_offsets(self, topic: str) -> dict[int, int]:
+        with self.reading() as cur:
+            return next_offsets(cur, topic)
+
+
+class ReadStore(_Cursors):
     """Owns the node's DuckDB database; the projector writes, request threads read.
 
     DuckDB allows one writing process per file, so the projector and the API share this
@@ -122,25 +141,14 @@ class ReadStore:
         with self._lock:
             return self._con.cursor()
 
-    @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = self.cursor()
-        try:
-            yield cur
-        finally:
-            cur.close()
-
-    def next_offsets(self, topic: str) -> dict[int, int]:
-        with self.reading() as cur:
-            return next_offsets(cur, topic)
-
     def close(self) -> None:
         with self._lock:
             self._con.close()
 
 
-class SingleFileStore:
-    """A read model on one connection, without generations: what a rebuild writes into."""
+class SingleFileStore(_Cursors):
+    """A read model on one connection, without generations: what a rebuild writes into (and
+    what tests and benchmarks serve a prepared file from)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
@@ -149,13 +157,6 @@ class SingleFileStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             return self.con.cursor()
-
-    def next_offsets(self, topic: str) -> dict[int, int]:
-        cur = self.cursor()
-        try:
-            return next_offsets(cur, topic)
-        finally:
-            cur.close()
 
 
 def next_offsets(cur: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]:

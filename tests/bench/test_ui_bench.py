@@ -35,6 +35,7 @@ import pytest
 import uvicorn
 from runstream.api.app import create_app
 from runstream.deploy.brokers import free_port
+from runstream.read_store import SingleFileStore
 from runstream.settings import Settings
 
 from tests.bench.test_query_bench import DATASET_VERSION, EXPERIMENTS, RUNS, build_bench_db
@@ -42,26 +43,6 @@ from tests.e2e.test_ui import browser_session, require_chromium
 
 REPEAT = 5
 TARGET_MS = 1000
-
-
-class _FileStore:
-    """A node store over an existing read-model file: a cursor per request, read only."""
-
-    def __init__(self, path: Path) -> None:
-        # The node's settings: ReadStore opens DuckDB with 2 threads and a 4 GB memory limit.
-        self.con = duckdb.connect(str(path), read_only=True,
-                                  config={"threads": 2, "memory_limit": "4GB"})
-
-    @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = self.con.cursor()
-        try:
-            yield cur
-        finally:
-            cur.close()
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.con.cursor()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +70,10 @@ def _report(name: str, samples: list[float]) -> None:
 def serve_file(path: Path, port: int, data_dir: Path) -> None:
     """The node's app over a read-model file, in this process (the server's entry point)."""
     node = SimpleNamespace(
-        store=_FileStore(path), settings=Settings(data_dir=data_dir),
+        # The node's DuckDB settings (ReadStore: 2 threads, 4 GB), on the file, read only.
+        store=SingleFileStore(duckdb.connect(str(path), read_only=True,
+                                             config={"threads": 2, "memory_limit": "4GB"})),
+        settings=Settings(data_dir=data_dir),
         health=lambda: {"status": "ok", "lag": {"total": 0}},
     )
     uvicorn.run(create_app(node), host="127.0.0.1", port=port, log_level="warning",  # type: ignore[arg-type]

@@ -8,7 +8,6 @@ import gzip
 import re
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +15,7 @@ import duckdb
 import pytest
 from runstream.api.app import create_app
 from runstream.projections.apply_events import apply_batch, create_read_model
+from runstream.read_store import SingleFileStore
 from runstream.schemas import (
     ExperimentCreated,
     ExperimentCreatedBody,
@@ -34,22 +34,6 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 T0 = 1_764_000_000_000
-
-
-class _Store:
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-
-    @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = self.con.cursor()
-        try:
-            yield cur
-        finally:
-            cur.close()
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.con.cursor()
 
 
 def _events() -> list[object]:
@@ -80,7 +64,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     con.execute("BEGIN TRANSACTION")
     apply_batch(con, _events())  # type: ignore[arg-type]
     con.execute("COMMIT")
-    node = SimpleNamespace(store=_Store(con), settings=Settings(data_dir=tmp_path_factory.mktemp("d")),
+    node = SimpleNamespace(store=SingleFileStore(con), settings=Settings(data_dir=tmp_path_factory.mktemp("d")),
                            health=lambda: {"status": "ok"})
     with TestClient(create_app(node)) as c:  # type: ignore[arg-type]
         yield c

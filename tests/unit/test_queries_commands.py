@@ -8,8 +8,6 @@ when accepted), validation before anything is published, and the state a read th
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import duckdb
 import pytest
@@ -17,6 +15,7 @@ from runstream import queries
 from runstream.commands import MAX_BULK_RUNS, Commands
 from runstream.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from runstream.projections.apply_events import apply_batch, create_read_model
+from runstream.read_store import SingleFileStore
 from runstream.schemas import Event, RunCreated, RunDeleted, RunPurged, RunRestored, new_event
 from runstream.schemas.ids import experiment_id_for_name
 
@@ -29,16 +28,9 @@ class MemoryNode:
     def __init__(self) -> None:
         self.con = duckdb.connect()
         create_read_model(self.con)
-        self.store = self
+        self.store = SingleFileStore(self.con)
+        self.reading = self.store.reading
         self.published: list[list[Event]] = []
-
-    @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = self.con.cursor()
-        try:
-            yield cur
-        finally:
-            cur.close()
 
     def publish(self, events: list[Event], *, wait: bool = True) -> list[object]:
         self.published.append(list(events))

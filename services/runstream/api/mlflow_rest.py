@@ -556,16 +556,23 @@ def get_metric_history(ctx: Ctx, msg: Message) -> dict[str, Any]:
     return _omit_empty({"metrics": metrics, "next_page_token": token})
 
 
+def _bulk_run_ids(msg: Message, field: str, too_many: str) -> list[str]:
+    """The distinct run ids of a bulk history request: at least one, at most
+    BULK_INTERVAL_MAX_RUNS (``too_many`` is MLflow's message, with {cap} and {n})."""
+    run_ids = list(dict.fromkeys(msg.strings(field)))
+    if not run_ids:
+        raise missing(field)
+    if len(run_ids) > BULK_INTERVAL_MAX_RUNS:
+        raise InvalidInput(too_many.format(cap=BULK_INTERVAL_MAX_RUNS, n=len(run_ids)))
+    return run_ids
+
+
 @rpc("/metrics/get-history-bulk-interval", "GET")
 def get_metric_history_bulk_interval(ctx: Ctx, msg: Message) -> dict[str, Any]:
-    run_ids = list(dict.fromkeys(msg.strings("run_ids")))
-    if not run_ids:
-        raise missing("run_ids")
-    if len(run_ids) > BULK_INTERVAL_MAX_RUNS:
-        raise InvalidInput(
-            f"GetMetricHistoryBulkInterval request must specify at most {BULK_INTERVAL_MAX_RUNS} "
-            f"run_ids. Received {len(run_ids)} run_ids."
-        )
+    run_ids = _bulk_run_ids(
+        msg, "run_ids", "GetMetricHistoryBulkInterval request must specify at most {cap} "
+        "run_ids. Received {n} run_ids."
+    )
     key = msg.required_text("metric_key")
     start, end = msg.integer("start_step"), msg.integer("end_step")
     if (start is None) != (end is None):
@@ -636,14 +643,10 @@ def _sample_history(
 @rpc("/metrics/get-history-bulk", "GET")
 def get_metric_history_bulk(ctx: Ctx, msg: Message) -> dict[str, Any]:
     """The web UI's variant (not in MLflow's proto): whole histories of up to 100 runs."""
-    run_ids = list(dict.fromkeys(msg.strings("run_id")))
-    if not run_ids:
-        raise missing("run_id")
-    if len(run_ids) > BULK_INTERVAL_MAX_RUNS:
-        raise InvalidInput(
-            f"GetMetricHistoryBulk request cannot specify more than {BULK_INTERVAL_MAX_RUNS} "
-            f"run_ids. Received {len(run_ids)} run_ids."
-        )
+    run_ids = _bulk_run_ids(
+        msg, "run_id", "GetMetricHistoryBulk request cannot specify more than {cap} run_ids. "
+        "Received {n} run_ids."
+    )
     key = msg.required_text("metric_key")
     max_results = msg.integer("max_results", default=HISTORY_BULK_MAX_RESULTS)
     assert max_results is not None

@@ -401,13 +401,19 @@ def search_runs(body: SearchRunsRequest, cur: Cursor) -> JSONResponse:
             responses={200: {"content": {"text/csv": {}}, "description": "every matching run"}},
             summary="Every run matching a search, as CSV (streamed)")
 def runs_csv(request: Request, query: Annotated[RunsCsvQuery, Query()]) -> StreamingResponse:
-    cur = _node(request).store.cursor()
+    return stream_runs_csv(
+        _node(request), experiment_ids=query.experiment_ids, filter=query.filter,
+        order_by=query.order_by, view=query.view, has_model=query.has_model,
+    )
+
+
+def stream_runs_csv(node: QueryNode, **search: Any) -> StreamingResponse:
+    """``queries.iter_runs_csv(**search)`` as a streamed CSV download, on a cursor of its own
+    that lives as long as the stream. The search is compiled before the 200 goes out: a bad
+    filter is a 400, not a broken stream."""
+    cur = node.store.cursor()
     try:
-        # Checked here, before the 200 goes out: a bad filter is a 400, not a broken stream.
-        chunks = queries.iter_runs_csv(
-            cur, experiment_ids=query.experiment_ids, filter=query.filter,
-            order_by=query.order_by, view=query.view, has_model=query.has_model,
-        )
+        chunks = queries.iter_runs_csv(cur, **search)
     except BaseException:
         cur.close()
         raise

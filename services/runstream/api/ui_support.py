@@ -17,17 +17,18 @@ app's handlers (``runstream.api.errors``): a malformed filter is a 400 naming it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import duckdb
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from runstream import queries
+from runstream.api.native import stream_runs_csv
 from runstream.commands import Commands
 from runstream.errors import InvalidInput
 from runstream.node import QueryNode
@@ -391,26 +392,12 @@ async def runs_csv(request: Request) -> Response:
     form = await request.body()
     ids = _form_list(form, "run_ids")
     order_by = [o for o in parse_qs(form.decode("utf-8", "replace")).get("order_by", []) if o]
-    cur = _node(request).store.cursor()
-    try:
-        if not ids or len(ids) > MAX_IDS:
-            raise InvalidInput(f"run_ids must name between 1 and {MAX_IDS} runs")
-        chunks = queries.iter_runs_csv(
-            cur, experiment_ids=None, view="all", order_by=order_by or None,
-            filter=f"attributes.run_id IN ({', '.join(_quoted(i) for i in ids)})",
-        )
-    except BaseException:
-        cur.close()
-        raise
-
-    def stream() -> Iterator[str]:
-        try:
-            yield from chunks
-        finally:
-            cur.close()
-
-    return StreamingResponse(stream(), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": 'attachment; filename="runs.csv"'})
+    if not ids or len(ids) > MAX_IDS:
+        raise InvalidInput(f"run_ids must name between 1 and {MAX_IDS} runs")
+    return stream_runs_csv(
+        _node(request), experiment_ids=None, view="all", order_by=order_by or None,
+        filter=f"attributes.run_id IN ({', '.join(_quoted(i) for i in ids)})",
+    )
 
 
 # ---------------------------------------------------------------- experiment writes
