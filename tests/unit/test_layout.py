@@ -60,7 +60,7 @@ def test_a_table_is_due_once_its_tail_is_big_enough(monkeypatch: pytest.MonkeyPa
     assert layout.tail_rows(con, "run_metric_summary") == 50
     assert layout.due(con) == []
     monkeypatch.setattr(layout, "MIN_TAIL_ROWS", 50)
-    assert layout.due(con) == ["run_metric_summary"]  # 50 of 130 rows: over a quarter
+    assert layout.due(con) == ["run_metric_summary"]  # 50 of 130 rows: over a tenth
 
 
 def test_a_rolled_back_clustering_changes_nothing() -> None:
