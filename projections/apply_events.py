@@ -204,6 +204,7 @@ class _BatchApplier:
             else:
                 self.result.rejected.append(Rejected(event, reason))
         self._flush()
+        self._raise_versions(fresh)
         self._store_parked()
         self._record_rejections()
         # Only applied events count as seen: a rejected one (say, for a run whose
@@ -213,6 +214,19 @@ class _BatchApplier:
         if applied_ids:
             self.con.execute("INSERT INTO applied_events SELECT unnest(?)", [applied_ids])
         return self.result
+
+    def _raise_versions(self, events: list[Event]) -> None:
+        """One more version for every run an event of this batch was about, in the batch's
+        transaction: whatever an event changes of a run (its row, params, tags, metrics)
+        changes its record. A rejected or parked event raises it too: a spurious raise only
+        costs a query node one re-read, a missed one would serve a stale record."""
+        keys = self.keys
+        touched = {keys[e.run_id] for e in events if e.run_id in keys}
+        if touched:
+            self.con.execute(
+                "UPDATE runs SET version = version + 1 WHERE run_key IN (SELECT unnest(?))",
+                [sorted(touched)],
+            )
 
     def _drop_already_applied(self) -> list[Event]:
         ids = [e.event_id for e in self.events]

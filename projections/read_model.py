@@ -6,8 +6,9 @@ DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 # Revision 2: child tables keyed by the run's integer run_key (revision 1 joined on run_id
 # strings, 3-10x slower to search). Revision 3: parked_events. A node finding a read model
-# of another revision replays the log into a new one (see runstream.read_store).
-SCHEMA_REVISION = 3
+# of another revision replays the log into a new one (see runstream.read_store). Revision 4:
+# runs.version and the model_id, which let a query node reuse the records it read.
+SCHEMA_REVISION = 4
 
 DDL: tuple[str, ...] = (
     # Where the projector stands: the next offset of each partition, written in the same
@@ -66,7 +67,12 @@ DDL: tuple[str, ...] = (
         packages VARCHAR[],
         command_line VARCHAR[],
         host VARCHAR,
-        has_model BOOLEAN NOT NULL DEFAULT FALSE)""",
+        has_model BOOLEAN NOT NULL DEFAULT FALSE,
+        -- Raised in the transaction of every batch that changes the run's record (its row,
+        -- params, tags or metric summaries): a record read at one version is the record
+        -- until the version moves (runstream.queries.RecordCache). Like run_key, it depends
+        -- on batch boundaries and never leaves the read model.
+        version BIGINT NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS run_params (
         run_key INTEGER NOT NULL,
         key VARCHAR NOT NULL,
@@ -154,6 +160,9 @@ DDL: tuple[str, ...] = (
         ON CONFLICT DO NOTHING""",
     f"""INSERT INTO read_model_meta VALUES ('schema_revision', '{SCHEMA_REVISION}')
         ON CONFLICT DO NOTHING""",
+    # This file's identity: cached records are keyed by it, so a rebuilt or another node's
+    # read model (other run keys and versions) never serves a record read from this one.
+    """INSERT INTO read_model_meta VALUES ('model_id', uuid()::VARCHAR) ON CONFLICT DO NOTHING""",
 )
 
 # Relations whose content is the projection (everything but the projector's own bookkeeping);
@@ -175,11 +184,12 @@ PROJECTED_TABLES: tuple[str, ...] = (
 
 def projected_rows_sql(relation: str) -> str:
     """SQL for the rows of a projected relation that must match between two projections of
-    the same log: everything but run keys, which depend on how partitions interleaved."""
+    the same log: everything but run keys and record versions, which depend on how partitions
+    interleaved and where batches were cut."""
     if relation not in PROJECTED_TABLES:
         raise ValueError(f"not a projected relation: {relation!r}")
     if relation == "runs":
-        return "SELECT * EXCLUDE (run_key) FROM runs"
+        return "SELECT * EXCLUDE (run_key, version) FROM runs"
     if relation == "parked_events":
         return "SELECT run_id, event FROM parked_events"
     return f"SELECT * FROM {relation}"

@@ -125,6 +125,10 @@ class CompiledOrder:
     # When the first key is a metric: (metric key, its sort value as SQL over the summary
     # row ``m``). The page can then be looked for among the runs with the best values first.
     leading_metric: tuple[str, str] | None = None
+    # The keys after the first one (with their values to bind), for a query that has the
+    # leading metric's value at hand already.
+    rest_sql: str = ""
+    rest_params: tuple[object, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1118,4 +1122,7 @@ def compile_order_by(clauses: Sequence[str] | None) -> CompiledOrder:
     return CompiledOrder(
         ", ".join(parts), tuple(params), newest_first=parts[0] == "r.start_time DESC NULLS LAST",
         leading_metric=leading_metric,
+        # (A leading metric binds the first parameter; the other keys the rest.)
+        rest_sql=", ".join(parts[1:]) if leading_metric else "",
+        rest_params=tuple(params[1:]) if leading_metric else (),
     )

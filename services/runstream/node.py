@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runstream import queries
 from runstream.errors import Conflict, NotReady
 from runstream.kafka_log import EventProducer, Position, TopicReport, ensure_topics
 from runstream.projector import Projector
@@ -60,6 +61,7 @@ class QueryNode:
             replication_factor=settings.replication_factor,
         )
         store = ReadStore(settings.read_model_dir)
+        queries.RECORDS.resize(settings.record_cache_runs)
         producer = EventProducer(bootstrap, settings.events_topic)
         node = cls(settings, bootstrap, store, producer, _projector(settings, bootstrap, store), topics)
         node.projector.start()
@@ -191,6 +193,11 @@ class QueryNode:
             },
             "dead_letters": dict(projector.dead_letters.counts),
             "parked": self._parked(),
+            # run records served from memory (their run unchanged) or read from the tables
+            "record_cache": {
+                "runs": len(queries.RECORDS), "capacity": queries.RECORDS.capacity,
+                "hits": queries.RECORDS.hits, "misses": queries.RECORDS.misses,
+            },
             "rebuild": self.rebuild_status.__dict__,
             "uptime_s": round(time.time() - self.started_at, 1),
         }

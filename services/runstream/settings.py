@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # Read-your-writes: how long a write call waits for its own projector.
     read_your_writes_timeout_s: float = Field(default=10.0, ge=0)
     artifact_root: Path | None = None
+    # Run records a query node keeps to serve again while their run is unchanged (each one
+    # holds a run's params, tags and metric summaries: a few KB); 0 turns the cache off.
+    record_cache_runs: int = Field(default=10_000, ge=0)
 
     @property
     def events_topic(self) -> str:

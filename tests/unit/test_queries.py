@@ -534,7 +534,7 @@ def _metric_window_db(seed: int) -> duckdb.DuckDBPyConnection:
 @pytest.mark.parametrize("seed", range(3))
 def test_best_metric_window_gives_the_same_pages_as_a_full_sort(monkeypatch, seed: int) -> None:
     con = _metric_window_db(seed)
-    monkeypatch.setattr(queries, "_FIRST_WINDOW", 4)
+    monkeypatch.setattr(queries, "_FIRST_METRIC_WINDOW", 4)
     orders = [["metrics.loss"], ["metrics.loss DESC"], ["MIN(metrics.loss)", "params.p DESC"],
               ["MAX(metrics.loss) DESC"], ["LATEST(metrics.loss)", "start_time"]]
     windowed = 0
@@ -544,7 +544,7 @@ def test_best_metric_window_gives_the_same_pages_as_a_full_sort(monkeypatch, see
                 sel = queries.select_runs(exps, filter, order_by, view, None)
                 assert sel.order.leading_metric is not None
                 full = replace(sel, order=replace(sel.order, leading_metric=None))
-                for limit, offset in [(1, 0), (3, 2), (10, 0), (20, 30), (300, 0)]:
+                for limit, offset in [(1, 0), (3, 2), (10, 0), (20, 30), (8, 52), (10, 160), (300, 0)]:
                     got = queries.page_runs(con, sel, limit, offset)
                     assert got == queries.page_runs(con, full, limit, offset), (
                         order_by, filter, exps, view, limit, offset)

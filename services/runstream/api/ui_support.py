@@ -221,7 +221,7 @@ def runs_table(
     with _node(request).store.reading() as cur:
         # The search's own paging (newest-first windows included), over the page's roots.
         page_sel = replace(sel, where=page_where, params=tuple(page_params))
-        ids = [run_id for _, run_id in queries.page_runs(cur, page_sel, limit, offset)]
+        ids = [run_id for _, run_id, _ in queries.page_runs(cur, page_sel, limit, offset)]
         total = None
         if with_total:
             (total,) = cur.execute(

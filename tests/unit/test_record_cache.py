@@ -1,0 +1,221 @@
+"""The record cache (runstream.queries.RecordCache): a served record is always the one the
+query's own snapshot holds, whatever changed, was purged or was rebuilt in between."""
+
+from __future__ import annotations
+
+import random
+
+import duckdb
+import pytest
+from runstream import queries
+from runstream.projections.apply_events import apply_batch, create_read_model
+from runstream.schemas import (
+    ArtifactLogged,
+    ArtifactLoggedBody,
+    Event,
+    RunDeleted,
+    RunEnded,
+    RunEndedBody,
+    RunPurged,
+    RunRenamed,
+    RunRenamedBody,
+    RunRestored,
+    TagDeleted,
+    TagDeletedBody,
+    TagSet,
+    TagSetBody,
+)
+
+from tests.event_factory import T0, ev, metrics, params, run_created
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> queries.RecordCache:
+    """Each test has a process cache of its own, empty, with counters at zero."""
+    cache = queries.RecordCache()
+    monkeypatch.setattr(queries, "RECORDS", cache)
+    return cache
+
+
+def _db() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    create_read_model(con)
+    return con
+
+
+def _apply(con: duckdb.DuckDBPyConnection, events: list[Event]) -> None:
+    con.execute("BEGIN")
+    apply_batch(con, events)
+    con.execute("COMMIT")
+
+
+def _version(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    ((version,),) = con.execute("SELECT version FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    return int(version)
+
+
+def _record(run_id: str) -> queries.RunRecord:
+    return queries.RunRecord(
+        run_id, "0", run_id, None, "RUNNING", T0, None, "active", None, None, None, None, None,
+        None, None, None, False, None, [], [], None,
+    )
+
+
+def _uncached(cur: duckdb.DuckDBPyConnection, **search: object) -> list[queries.RunRecord]:
+    """The search read from the tables alone (the process's cache set aside, kept as is)."""
+    cache = queries.RECORDS
+    queries.RECORDS = queries.RecordCache(0)
+    try:
+        return queries.search_runs(cur, **search)[0]  # type: ignore[arg-type]
+    finally:
+        queries.RECORDS = cache
+
+
+# ------------------------------------------------------------------------- the cache alone
+
+
+def test_a_record_is_served_only_at_its_run_id_and_version() -> None:
+    cache = queries.RecordCache(10)
+    a = _record("a")
+    cache.put_many("model", {1: (3, a)})
+    assert cache.get_many("model", [(1, "a", 3)]) == {1: a}
+    assert cache.get_many("model", [(1, "a", 4)]) == {}  # the run changed since
+    assert cache.get_many("model", [(1, "b", 3)]) == {}  # the key names another run now
+    assert cache.get_many("other model", [(1, "a", 3)]) == {}  # another read model file
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_the_least_recently_used_record_goes_first() -> None:
+    cache = queries.RecordCache(2)
+    cache.put_many("m", {1: (0, _record("a")), 2: (0, _record("b"))})
+    assert cache.get_many("m", [(1, "a", 0)])  # a is now more recent than b
+    cache.put_many("m", {3: (0, _record("c"))})
+    assert len(cache) == 2
+    assert cache.get_many("m", [(2, "b", 0)]) == {}
+    assert set(cache.get_many("m", [(1, "a", 0), (3, "c", 0)])) == {1, 3}
+
+
+def test_capacity_zero_keeps_nothing() -> None:
+    cache = queries.RecordCache(5)
+    cache.put_many("m", {1: (0, _record("a"))})
+    cache.resize(0)
+    assert len(cache) == 0
+    cache.put_many("m", {1: (0, _record("a"))})
+    assert len(cache) == 0
+
+
+# ----------------------------------------------------------------- versions in the projection
+
+
+def test_every_change_to_a_run_raises_its_version() -> None:
+    con = _db()
+    _apply(con, [run_created("r1"), run_created("r2")])
+    changes: list[Event] = [
+        params("r1", {"lr": "0.1"}),
+        metrics("r1", [("loss", 0.5, 0, T0)]),
+        metrics("r1", [("loss", 0.4, 1, T0)]),
+        ev(TagSet, TagSetBody(key="k", value="v"), run_id="r1"),
+        ev(TagDeleted, TagDeletedBody(key="k"), run_id="r1"),
+        ev(RunRenamed, RunRenamedBody(name="other"), run_id="r1"),
+        ev(RunEnded, RunEndedBody(status="FINISHED", end_time_ms=T0 + 1), run_id="r1"),
+        ev(RunDeleted, run_id="r1"),
+        ev(RunRestored, run_id="r1"),
+        ev(ArtifactLogged, ArtifactLoggedBody(path="m/MLmodel", size=1, digest="ab" * 32),
+           run_id="r1"),
+    ]
+    for event in changes:
+        before, other = _version(con, "r1"), _version(con, "r2")
+        _apply(con, [event])
+        assert _version(con, "r1") > before, event.type
+        assert _version(con, "r2") == other, event.type  # only the runs the batch was about
+
+
+def test_a_change_is_seen_right_after_a_cached_read() -> None:
+    con = _db()
+    _apply(con, [run_created("r1"), params("r1", {"lr": "0.1"}),
+                 metrics("r1", [("loss", 0.5, 0, T0)])])
+    cur = con.cursor()
+    (first,) = queries.search_runs(cur, experiment_ids=["0"])[0]
+    assert queries.search_runs(cur, experiment_ids=["0"])[0] == [first]
+    assert queries.RECORDS.hits == 1
+    _apply(con, [metrics("r1", [("loss", 0.25, 1, T0)]),
+                 ev(TagSet, TagSetBody(key="k", value="v"), run_id="r1")])
+    (second,) = queries.search_runs(cur, experiment_ids=["0"])[0]
+    assert second.metrics["loss"].latest_value == 0.25
+    assert second.tags["k"] == "v"
+    assert queries.get_run(cur, "r1") == second
+
+
+def test_a_purged_runs_key_given_to_a_new_run_never_serves_the_old_record() -> None:
+    con = _db()
+    _apply(con, [run_created("old", t=T0), params("old", {"who": "old"})])
+    cur = con.cursor()
+    assert queries.get_run(cur, "old").params == {"who": "old"}  # cached under its key
+    _apply(con, [ev(RunPurged, run_id="old")])
+    _apply(con, [run_created("new", t=T0 + 1), params("new", {"who": "new"})])
+    ((key,),) = con.execute("SELECT run_key FROM runs WHERE run_id = 'new'").fetchall()
+    assert key == 1  # the purged run's key, given again
+    (run,) = queries.search_runs(cur, experiment_ids=["0"])[0]
+    assert (run.run_id, run.params) == ("new", {"who": "new"})
+
+
+def test_another_read_model_never_serves_this_ones_records() -> None:
+    one, two = _db(), _db()
+    _apply(one, [run_created("r1"), params("r1", {"lr": "1"})])
+    _apply(two, [run_created("r1"), params("r1", {"lr": "2"})])  # same key, same version
+    assert queries.get_run(one.cursor(), "r1").params == {"lr": "1"}
+    assert queries.get_run(two.cursor(), "r1").params == {"lr": "2"}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_searches_with_the_cache_equal_searches_without_it(seed: int) -> None:
+    """Random batches of every kind of run change, purges included; after each batch the
+    same searches with and without the cache return equal records."""
+    rng = random.Random(seed)
+    con = _db()
+    cur = con.cursor()
+    live: list[str] = []
+    made = 0
+    searches = [
+        {"experiment_ids": ["0"], "view": "all", "max_results": 50},
+        {"experiment_ids": ["0"], "order_by": ["metrics.loss"], "max_results": 7},
+        {"experiment_ids": ["0"], "filter": "params.lr = '0.1'", "view": "all"},
+        {"experiment_ids": ["0"], "order_by": ["MAX(metrics.loss) DESC"], "view": "deleted"},
+    ]
+    for _ in range(40):
+        batch: list[Event] = []
+        for _ in range(rng.randint(1, 6)):
+            roll = rng.random()
+            if roll < 0.2 or not live:
+                made += 1
+                run = f"run{made:03d}"
+                live.append(run)
+                batch.append(run_created(run, t=T0 + made))
+                continue
+            run = rng.choice(live)
+            if roll < 0.45:
+                step = rng.randint(0, 5)
+                batch.append(metrics(run, [("loss", rng.random(), step, T0 + step)]))
+            elif roll < 0.55:
+                batch.append(params(run, {rng.choice(["lr", "depth"]): rng.choice(["0.1", "2"])}))
+            elif roll < 0.65:
+                batch.append(ev(TagSet, TagSetBody(key="k", value=str(rng.random())), run_id=run))
+            elif roll < 0.7:
+                batch.append(ev(TagDeleted, TagDeletedBody(key="k"), run_id=run))
+            elif roll < 0.78:
+                batch.append(ev(RunRenamed, RunRenamedBody(name=f"n{rng.random()}"), run_id=run))
+            elif roll < 0.86:
+                batch.append(ev(RunDeleted, run_id=run))
+            elif roll < 0.93:
+                batch.append(ev(RunRestored, run_id=run))
+            else:
+                batch.append(ev(RunPurged, run_id=run))
+                live.remove(run)
+        _apply(con, batch)
+        for search in searches:
+            assert queries.search_runs(cur, **search)[0] == _uncached(cur, **search), search
+        for run in rng.sample(live, min(3, len(live))):
+            assert queries.get_run(cur, run) == _uncached(
+                cur, experiment_ids=["0"], view="all", filter=f"run_id = '{run}'"
+            )[0]
+    assert queries.RECORDS.hits > 100  # the cache served, not only the tables
