@@ -6,9 +6,9 @@ import contextlib
 import threading
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from runstream.api.responses import JSONResponse
 from runstream.node import QueryNode
 
 router = APIRouter(prefix="/admin", tags=["admin"])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from runstream import __version__
 from runstream.api import admin, mlflow_artifacts, mlflow_rest, native, ui, ui_support
 from runstream.api.errors import install_error_handlers
+from runstream.api.responses import JSONResponse
 from runstream.node import QueryNode
 
 
@@ -16,6 +16,7 @@ def create_app(node: QueryNode) -> FastAPI:
         title="runstream",
         version=__version__,
         description="Event-sourced experiment tracking: search, compare and manage runs.",
+        default_response_class=JSONResponse,
     )
     app.state.node = node
     install_error_handlers(app)

@@ -13,10 +13,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runstream import errors
+from runstream.api.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 

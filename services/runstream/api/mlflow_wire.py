@@ -27,6 +27,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from runstream.api.errors import status_and_code
+from runstream.api.responses import json_bytes
 from runstream.errors import InvalidFilter, InvalidInput, RunstreamError
 from runstream.queries import ExperimentRecord, RunRecord
 
@@ -85,8 +86,8 @@ def error_response(exc: BaseException) -> Response:
 
 
 def dumps(payload: Any) -> bytes:
-    """Compact JSON; NaN and infinities must already be strings (``double``)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact JSON; NaN and infinities are already strings (``double``)."""
+    return json_bytes(payload)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

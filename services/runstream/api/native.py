@@ -17,10 +17,11 @@ from typing import Annotated, Any, Literal
 
 import duckdb
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from runstream import queries
+from runstream.api.responses import JSONResponse
 from runstream.commands import MAX_BULK_RUNS, MAX_RUN_NAME_LENGTH, MAX_TAG_VALUE_LENGTH, Commands
 from runstream.node import QueryNode
 from runstream.queries import ExperimentRecord, MetricSummary, RunRecord

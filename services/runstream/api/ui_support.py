@@ -24,11 +24,12 @@ from urllib.parse import parse_qs
 
 import duckdb
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from runstream import queries
 from runstream.api.native import stream_runs_csv
+from runstream.api.responses import JSONResponse
 from runstream.commands import Commands
 from runstream.errors import InvalidInput
 from runstream.node import QueryNode
