@@ -148,6 +148,10 @@ class RunRecord:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, MetricSummary] = field(default_factory=dict)
     git_remote: str | None = None
+    # Forms derived from the record, kept with it by whoever makes them (the API layers keep
+    # their wire form here): a record never changes, and the record cache shares it between
+    # requests, so a page of runs seen before is not turned into JSON objects again.
+    derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def note(self) -> str | None:

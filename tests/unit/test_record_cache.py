@@ -219,3 +219,19 @@ def test_searches_with_the_cache_equal_searches_without_it(seed: int) -> None:
                 cur, experiment_ids=["0"], view="all", filter=f"run_id = '{run}'"
             )[0]
     assert queries.RECORDS.hits > 100  # the cache served, not only the tables
+
+
+def test_a_wire_form_is_made_once_per_record_and_anew_after_a_change() -> None:
+    from runstream.api import mlflow_wire, native
+
+    con = _db()
+    _apply(con, [run_created("r1"), params("r1", {"lr": "0.1"})])
+    cur = con.cursor()
+    first = mlflow_wire.run_json(queries.get_run(cur, "r1"))
+    assert mlflow_wire.run_json(queries.get_run(cur, "r1")) is first  # the cached record's
+    assert native.run_json(queries.get_run(cur, "r1"))["params"] == {"lr": "0.1"}
+    _apply(con, [params("r1", {"depth": "3"})])
+    second = mlflow_wire.run_json(queries.get_run(cur, "r1"))
+    assert second is not first
+    assert {p["key"] for p in second["data"]["params"]} == {"lr", "depth"}
+    assert native.run_json(queries.get_run(cur, "r1"))["params"] == {"depth": "3", "lr": "0.1"}

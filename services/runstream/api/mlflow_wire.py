@@ -138,7 +138,15 @@ def run_info(record: RunRecord) -> dict[str, Any]:
 
 
 def run_json(record: RunRecord) -> dict[str, Any]:
-    """A Run message: info, data (latest metric values only), inputs, outputs."""
+    """A Run message: info, data (latest metric values only), inputs, outputs. Made once per
+    record (kept in ``record.derived``): callers must not change it."""
+    made = record.derived.get("mlflow")
+    if made is None:
+        made = record.derived["mlflow"] = _run_json(record)
+    return made
+
+
+def _run_json(record: RunRecord) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if record.metrics:
         data["metrics"] = [

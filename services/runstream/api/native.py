@@ -70,7 +70,15 @@ def _metric_json(m: MetricSummary) -> dict[str, Any]:
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
-    """The wire form of a run (``RunOut``)."""
+    """The wire form of a run (``RunOut``). Made once per record (kept in ``run.derived``):
+    callers must not change it."""
+    made = run.derived.get("native")
+    if made is None:
+        made = run.derived["native"] = _run_json(run)
+    return made
+
+
+def _run_json(run: RunRecord) -> dict[str, Any]:
     return {
         "run_id": run.run_id, "experiment_id": run.experiment_id, "name": run.name,
         "user_id": run.user_id, "status": run.status, "start_time": run.start_time,
@@ -371,7 +379,7 @@ Writer = Annotated[Commands, Depends(_commands)]
 
 
 def _run_detail(cur: duckdb.DuckDBPyConnection, run_id: str) -> JSONResponse:
-    body = run_json(queries.get_run(cur, run_id))
+    body = {**run_json(queries.get_run(cur, run_id))}
     body["artifacts"] = [a._asdict() for a in queries.list_artifacts(cur, run_id)]
     return JSONResponse(body)
 
