@@ -525,6 +525,18 @@ class _BatchApplier:
             merge_metric_points(self.con, pending.metrics.to_arrow(), pending.metrics.keys)
         self.pending = _Pending()
 
+    def _prior_start_max(self, events: list[RunCreated]) -> list[int | None]:
+        """For each new run, in key order, the latest start time among the runs with a smaller
+        key (a newest-first search checks its window against it: see queries.page_runs)."""
+        ((latest,),) = self.con.execute("SELECT max(start_time) FROM runs").fetchall()
+        out = []
+        for event in events:
+            out.append(latest)
+            start = event.body.start_time_ms
+            if start is not None and (latest is None or start > latest):
+                latest = start
+        return out
+
     def _insert_runs(self, events: list[RunCreated]) -> None:
         cols: dict[str, tuple[Any, list[Any]]] = {
             "run_id": (pa.string(), [e.run_id for e in events]),
@@ -545,15 +557,16 @@ class _BatchApplier:
             "packages": (pa.list_(pa.string()), [e.body.packages for e in events]),
             "command_line": (pa.list_(pa.string()), [e.body.command_line for e in events]),
             "host": (pa.string(), [e.body.host for e in events]),
+            "prior_start_max": (pa.int64(), self._prior_start_max(events)),
         }
         self._insert(
             "INSERT INTO runs (run_id, run_key, experiment_id, name, user_id, source_name, source_type, "
             "entry_point, git_commit, git_dirty, git_remote, status, start_time, end_time, "
             "lifecycle_stage, parent_run_id, artifact_uri, python_version, packages, "
-            "command_line, host) SELECT run_id, run_key, experiment_id, name, user_id, source_name, "
-            "source_type, entry_point, git_commit, git_dirty, git_remote, 'RUNNING', start_time, "
-            "NULL, 'active', parent_run_id, artifact_uri, python_version, packages, "
-            "command_line, host FROM _new_runs",
+            "command_line, host, prior_start_max) SELECT run_id, run_key, experiment_id, name, "
+            "user_id, source_name, source_type, entry_point, git_commit, git_dirty, git_remote, "
+            "'RUNNING', start_time, NULL, 'active', parent_run_id, artifact_uri, python_version, "
+            "packages, command_line, host, prior_start_max FROM _new_runs",
             "_new_runs",
             _arrow(cols),
         )

@@ -8,7 +8,8 @@ DEFAULT_EXPERIMENT_NAME = "Default"
 # strings, 3-10x slower to search). Revision 3: parked_events. A node finding a read model
 # of another revision replays the log into a new one (see runstream.read_store). Revision 4:
 # runs.version and the model_id, which let a query node reuse the records it read.
-SCHEMA_REVISION = 4
+# Revision 5: runs.prior_start_max.
+SCHEMA_REVISION = 5
 
 DDL: tuple[str, ...] = (
     # Where the projector stands: the next offset of each partition, written in the same
@@ -72,7 +73,11 @@ DDL: tuple[str, ...] = (
         -- params, tags or metric summaries): a record read at one version is the record
         -- until the version moves (runstream.queries.RecordCache). Like run_key, it depends
         -- on batch boundaries and never leaves the read model.
-        version BIGINT NOT NULL DEFAULT 0)""",
+        version BIGINT NOT NULL DEFAULT 0,
+        -- The latest start_time among the runs with a smaller run_key when this one was
+        -- created (NULL for none): a newest-first search reads here that no older run can
+        -- sort before its window's page, instead of scanning them (runstream.queries).
+        prior_start_max BIGINT)""",
     """CREATE TABLE IF NOT EXISTS run_params (
         run_key INTEGER NOT NULL,
         key VARCHAR NOT NULL,
@@ -184,12 +189,12 @@ PROJECTED_TABLES: tuple[str, ...] = (
 
 def projected_rows_sql(relation: str) -> str:
     """SQL for the rows of a projected relation that must match between two projections of
-    the same log: everything but run keys and record versions, which depend on how partitions
-    interleaved and where batches were cut."""
+    the same log: everything but run keys, record versions and prior_start_max, which depend
+    on how partitions interleaved and where batches were cut."""
     if relation not in PROJECTED_TABLES:
         raise ValueError(f"not a projected relation: {relation!r}")
     if relation == "runs":
-        return "SELECT * EXCLUDE (run_key, version) FROM runs"
+        return "SELECT * EXCLUDE (run_key, version, prior_start_max) FROM runs"
     if relation == "parked_events":
         return "SELECT run_id, event FROM parked_events"
     return f"SELECT * FROM {relation}"

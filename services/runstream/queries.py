@@ -395,8 +395,9 @@ def page_runs(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[P
     newest-first page is looked for among the most recently created runs (the greatest run
     keys) first, in a window that grows 8-fold until it holds the page. The window's page
     is the true page when no run outside the window could sort before its last row: when
-    every older run of the same view and experiments started strictly earlier than that row
-    (checked with one aggregate; clock skew or imported runs only make the window grow).
+    every older run started strictly earlier than that row (read from the first run above
+    the window, which recorded the latest start below it; clock skew or imported runs only
+    make the window grow).
     """
     order, args = sel.order, [*sel.params, *sel.order.params]
     if order.leading_metric is not None and limit + offset > 0:
@@ -414,9 +415,12 @@ def page_runs(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[P
                 [floor, *args, limit, offset],
             ).fetchall()
             if len(rows) == limit and rows[-1][3] is not None:
+                # The latest start among the runs below the window, as the first run above it
+                # recorded when it was created (runs.prior_start_max; a purged run's start
+                # may still count there, which only makes the window grow).
                 ((older,),) = cur.execute(
-                    f"SELECT max(r.start_time) FROM runs r WHERE r.run_key <= ? AND {sel.base_where}",
-                    [floor, *sel.base_params],
+                    "SELECT prior_start_max FROM runs WHERE run_key > ? ORDER BY run_key LIMIT 1",
+                    [floor],
                 ).fetchall()
                 if older is None or older < rows[-1][3]:
                     return [(key, run_id, version) for key, run_id, version, _ in rows]

@@ -495,6 +495,21 @@ def test_newest_first_window_gives_the_same_pages_as_a_full_sort(monkeypatch, se
             ), (filter, order_by, exps, view, limit, offset)
 
 
+def test_a_late_start_just_below_the_window_is_found(monkeypatch) -> None:
+    """The run right below the window (key 6 of 10, window of 4) started last of all: the
+    window must see it through the first run above it and grow."""
+    monkeypatch.setattr(queries, "_FIRST_WINDOW", 4)
+    runs = [f"{i:032x}" for i in range(1, 11)]
+    events = []
+    for i, run in enumerate(runs, start=1):
+        start = T0 + 10**9 if i == 6 else T0 + i * 1000
+        events.append(run_created(run, "exp0", t=start))
+    con = _fold(events)
+    sel = queries.select_runs(["exp0"], None, None, "active", None)
+    assert [run_id for _, run_id, _ in queries.page_runs(con, sel, 1, 0)] == [runs[5]]
+    assert [run_id for _, run_id, _ in queries.page_runs(con, sel, 2, 0)] == [runs[5], runs[9]]
+
+
 def test_only_a_leading_start_time_desc_is_newest_first() -> None:
     def newest_first(order_by: list[str] | None) -> bool:
         return queries.select_runs(None, None, order_by, "active", None).order.newest_first
