@@ -218,8 +218,9 @@ class _BatchApplier:
     def _raise_versions(self, events: list[Event]) -> None:
         """One more version for every run an event of this batch was about, in the batch's
         transaction: whatever an event changes of a run (its row, params, tags, metrics)
-        changes its record. A rejected or parked event raises it too: a spurious raise only
-        costs a query node one re-read, a missed one would serve a stale record."""
+        changes its record. A rejected event raises it too (a spurious raise only costs a
+        query node one re-read, a missed one would serve a stale record); a parked one has no
+        run yet, whose creation raises it when the event is applied."""
         keys = self.keys
         touched = {keys[e.run_id] for e in events if e.run_id in keys}
         if touched:

@@ -61,7 +61,7 @@ class QueryNode:
             replication_factor=settings.replication_factor,
         )
         store = ReadStore(settings.read_model_dir)
-        queries.RECORDS.resize(settings.record_cache_runs)
+        queries.RECORDS.resize(settings.record_cache_items)
         producer = EventProducer(bootstrap, settings.events_topic)
         node = cls(settings, bootstrap, store, producer, _projector(settings, bootstrap, store), topics)
         node.projector.start()
@@ -195,7 +195,8 @@ class QueryNode:
             "parked": self._parked(),
             # run records served from memory (their run unchanged) or read from the tables
             "record_cache": {
-                "runs": len(queries.RECORDS), "capacity": queries.RECORDS.capacity,
+                "runs": len(queries.RECORDS), "items": queries.RECORDS.weight,
+                "capacity_items": queries.RECORDS.capacity,
                 "hits": queries.RECORDS.hits, "misses": queries.RECORDS.misses,
             },
             "rebuild": self.rebuild_status.__dict__,

@@ -473,25 +473,37 @@ class RecordCache:
     A record is kept under (read model id, run key) with the run id and the run's version it
     was read at. It is served only to a query whose own snapshot shows the same run id and
     version: the projector raises a run's version in the transaction of every batch that
-    changes the run's record (``projections.apply_events``), so a served record is what that
-    query would have read. No invalidation, no race with the projector: a reader on another
-    snapshot sees another version and reads the run again. The read model id keeps a rebuilt
-    file (other run keys and versions) from ever matching. Past ``capacity`` records, the
-    least recently used go; 0 turns the cache off.
+    changes the run's record (``projections.apply_events``), and a request reads in one
+    snapshot (``read_store.reading()``), so a served record is what that query would have
+    read. Nothing is invalidated: a reader on another snapshot sees another version and reads
+    the run again. The read model id keeps a rebuilt file (other run keys and versions) from
+    ever matching.
 
-    Records are shared between requests: read-only by contract (RunRecord is frozen and its
-    dicts are never changed after they are built).
+    The bound is on size, not count: a record weighs one item per param, tag and metric
+    (plus one), and past ``capacity`` items the least recently used records go; 0 turns the
+    cache off. A page weighing more than a quarter of it (a search of 50,000 runs) is served
+    without being kept, so that it does not push out everything else.
+
+    Records are shared between requests: read-only by contract (RunRecord is frozen; its
+    dicts and lists are never changed after they are built; ``derived`` only gains forms).
     """
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int = 250_000) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple[str, int], tuple[str, int, RunRecord]] = OrderedDict()
+        # key -> (run id, version, record, weight)
+        self._items: OrderedDict[tuple[str, int], tuple[str, int, RunRecord, int]] = OrderedDict()
+        self._weight = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def weight(self) -> int:
+        """Items held: params, tags and metrics of the records kept, plus one each."""
+        return self._weight
 
     def get_many(self, model: str, page: Sequence[PageRow]) -> dict[int, RunRecord]:
         """The records of the page's runs whose cached run id and version match."""
@@ -508,25 +520,41 @@ class RecordCache:
         return found
 
     def put_many(self, model: str, records: dict[int, tuple[int, RunRecord]]) -> None:
-        if not self.capacity:
+        weighed = [
+            (run_key, version, record,
+             1 + len(record.params) + len(record.tags) + len(record.metrics))
+            for run_key, (version, record) in records.items()
+        ]
+        if sum(w for *_, w in weighed) * 4 > self.capacity:
             return
         items = self._items
         with self._lock:
-            for run_key, (version, record) in records.items():
-                items[(model, run_key)] = (record.run_id, version, record)
-                items.move_to_end((model, run_key))
-            while len(items) > self.capacity:
-                items.popitem(last=False)
+            for run_key, version, record, weight in weighed:
+                key = (model, run_key)
+                old = items.get(key)
+                if old is not None:
+                    if old[0] == record.run_id and old[1] > version:
+                        continue  # a slower reader's older snapshot: keep the newer record
+                    self._weight -= old[3]
+                items[key] = (record.run_id, version, record, weight)
+                items.move_to_end(key)
+                self._weight += weight
+            self._shrink()
+
+    def _shrink(self) -> None:
+        items = self._items
+        while self._weight > self.capacity and items:
+            self._weight -= items.popitem(last=False)[1][3]
 
     def resize(self, capacity: int) -> None:
         with self._lock:
             self.capacity = capacity
-            while len(self._items) > capacity:
-                self._items.popitem(last=False)
+            self._shrink()
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._weight = 0
 
 
 # The process's record cache: every store in the process shares it (keyed by read model id).
@@ -602,8 +630,10 @@ def _run_records(cur: Cursor, run_ids: list[str], *, with_data: bool) -> list[Ru
 
 def _records(cur: Cursor, page: Sequence[PageRow], *, with_data: bool) -> list[RunRecord]:
     """RunRecords for a page's runs, in its order: from the record cache where the run's
-    version is the one cached, read from the tables for the others (runs purged meanwhile,
-    or whose key now names another run, are left out)."""
+    version is the one cached, read from the tables for the others. ``cur`` must read in
+    one snapshot (``read_store.reading()``) for records to be filed under the right version;
+    outside one, runs purged since the page query, or whose key names another run by now,
+    are left out."""
     if not page:
         return []
     model = _model_id(cur) if with_data and RECORDS.capacity else None

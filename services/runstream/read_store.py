@@ -57,10 +57,17 @@ class _Cursors:
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in a read transaction: every statement of one use sees the same snapshot
+        (a page and its records, a count and its rows), whatever the projector commits
+        meanwhile. The record cache relies on it: a record is read, and filed under the run's
+        version, in one snapshot."""
         cur = self.cursor()
         try:
+            cur.execute("BEGIN TRANSACTION")
             yield cur
         finally:
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("ROLLBACK")  # it only read; a failed statement may have ended it
             cur.close()
 
     def next_offsets(self, topic: str) -> dict[int, int]:

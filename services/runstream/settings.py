@@ -30,9 +30,10 @@ class Settings(BaseSettings):
     # Read-your-writes: how long a write call waits for its own projector.
     read_your_writes_timeout_s: float = Field(default=10.0, ge=0)
     artifact_root: Path | None = None
-    # Run records a query node keeps to serve again while their run is unchanged (each one
-    # holds a run's params, tags and metric summaries: a few KB); 0 turns the cache off.
-    record_cache_runs: int = Field(default=10_000, ge=0)
+    # How much a query node keeps of the run records it read, to serve them again while the
+    # run is unchanged: in items (a run's params, tags and metrics, plus one). An item costs
+    # about 400 bytes with its wire forms, so the default is about 100 MB; 0 turns it off.
+    record_cache_items: int = Field(default=250_000, ge=0)
 
     @property
     def events_topic(self) -> str:

@@ -71,3 +71,17 @@ def test_a_rolled_back_clustering_changes_nothing() -> None:
     con.execute("ROLLBACK")
     assert _snapshot(con) == before
     assert layout.tail_rows(con, "run_params") == 60
+
+
+def test_a_tenth_of_the_table_unsorted_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layout, "MIN_TAIL_ROWS", 10)
+    con = _db(40)  # 80 summary rows
+    for table in layout.due(con):
+        layout.cluster(con, table)
+    more = []
+    for i in range(40, 45):  # 10 more summary rows: a tail of 10 of 90, 11%
+        more += [run_created(f"{i:032x}"), metrics(f"{i:032x}", [("loss", 0.5, 0, T0)]),
+                 metrics(f"{i:032x}", [("acc", 0.5, 0, T0)])]
+    apply_batch(con, more)
+    assert layout.tail_rows(con, "run_metric_summary") == 10
+    assert "run_metric_summary" in layout.due(con)

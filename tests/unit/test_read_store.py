@@ -47,8 +47,9 @@ def test_a_read_model_of_an_older_revision_is_replaced_by_an_empty_next_generati
 
 def test_a_read_model_of_this_revision_is_kept(tmp_path: Path) -> None:
     store = ReadStore(tmp_path)
-    with store.reading() as cur:
-        cur.execute("INSERT INTO projector_offsets VALUES ('t', 0, 7)")
+    cur = store.cursor()  # as the projector writes (reading() only reads)
+    cur.execute("INSERT INTO projector_offsets VALUES ('t', 0, 7)")
+    cur.close()
     store.close()
     again = ReadStore(tmp_path)
     try:

@@ -54,10 +54,11 @@ def _version(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     return int(version)
 
 
-def _record(run_id: str) -> queries.RunRecord:
+def _record(run_id: str, params: int = 0) -> queries.RunRecord:
+    """A bare record weighing 1 + ``params`` items."""
     return queries.RunRecord(
         run_id, "0", run_id, None, "RUNNING", T0, None, "active", None, None, None, None, None,
-        None, None, None, False, None, [], [], None,
+        None, None, None, False, None, [], [], None, {f"p{i}": "v" for i in range(params)},
     )
 
 
@@ -85,14 +86,41 @@ def test_a_record_is_served_only_at_its_run_id_and_version() -> None:
     assert (cache.hits, cache.misses) == (1, 3)
 
 
-def test_the_least_recently_used_record_goes_first() -> None:
-    cache = queries.RecordCache(2)
-    cache.put_many("m", {1: (0, _record("a")), 2: (0, _record("b"))})
+def test_the_least_recently_used_records_go_first_past_the_size_bound() -> None:
+    cache = queries.RecordCache(8)  # items: each record here weighs 2
+    for key, run in enumerate("abcd", start=1):
+        cache.put_many("m", {key: (0, _record(run, params=1))})
+    assert (len(cache), cache.weight) == (4, 8)
     assert cache.get_many("m", [(1, "a", 0)])  # a is now more recent than b
-    cache.put_many("m", {3: (0, _record("c"))})
-    assert len(cache) == 2
+    cache.put_many("m", {5: (0, _record("e", params=1))})
     assert cache.get_many("m", [(2, "b", 0)]) == {}
-    assert set(cache.get_many("m", [(1, "a", 0), (3, "c", 0)])) == {1, 3}
+    assert set(cache.get_many("m", [(1, "a", 0), (3, "c", 0), (4, "d", 0), (5, "e", 0)])) == {
+        1, 3, 4, 5}
+    cache.put_many("m", {6: (0, _record("f", params=1)), 7: (0, _record("g", params=1))})
+    assert cache.weight == 8 and len(cache) == 4  # weight, not count: two more went
+
+
+def test_a_heavy_record_counts_for_its_params_tags_and_metrics() -> None:
+    cache = queries.RecordCache(100)
+    cache.put_many("m", {1: (0, _record("a"))})
+    cache.put_many("m", {2: (0, _record("b", params=9))})
+    assert cache.weight == 1 + 10
+
+
+def test_a_page_heavier_than_a_quarter_of_the_cache_is_not_kept() -> None:
+    cache = queries.RecordCache(100)
+    cache.put_many("m", {1: (0, _record("a"))})
+    cache.put_many("m", {k: (0, _record(f"r{k}", params=4)) for k in range(2, 8)})  # 30 items
+    assert len(cache) == 1 and cache.get_many("m", [(1, "a", 0)])
+
+
+def test_an_older_snapshot_does_not_replace_a_newer_record() -> None:
+    cache = queries.RecordCache(100)
+    new, old = _record("a", params=2), _record("a", params=1)
+    cache.put_many("m", {1: (6, new)})
+    cache.put_many("m", {1: (5, old)})  # a slower reader stores what it read at version 5
+    assert cache.get_many("m", [(1, "a", 6)]) == {1: new}
+    assert cache.weight == 3
 
 
 def test_capacity_zero_keeps_nothing() -> None:
@@ -235,3 +263,54 @@ def test_a_wire_form_is_made_once_per_record_and_anew_after_a_change() -> None:
     assert second is not first
     assert {p["key"] for p in second["data"]["params"]} == {"lr", "depth"}
     assert native.run_json(queries.get_run(cur, "r1"))["params"] == {"depth": "3", "lr": "0.1"}
+
+
+class _Interrupted:
+    """A reader's cursor after whose first statement matching ``after`` another connection
+    commits a batch: the projector committing in the middle of a request."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, writer: duckdb.DuckDBPyConnection,
+                 after: str, batch: list[Event]) -> None:
+        self.cur, self.writer, self.after, self.batch = cur, writer, after, batch
+
+    def execute(self, sql: str, params: object = None) -> _Rows:
+        rows = _Rows(self.cur.execute(sql, params).fetchall())
+        if self.batch and self.after in sql:
+            batch, self.batch = self.batch, []
+            _apply(self.writer, batch)
+        return rows
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cur, name)
+
+
+class _Rows:
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        self.rows = rows
+
+    def fetchall(self) -> list[tuple[object, ...]]:
+        return self.rows
+
+    def fetchone(self) -> tuple[object, ...] | None:
+        return self.rows[0] if self.rows else None
+
+
+def test_a_batch_committed_in_the_middle_of_a_read_is_not_seen_by_it(tmp_path) -> None:
+    """Between the statement reading a run's row and the one reading its params, the run is
+    purged and a new run gets its key: the read, one snapshot, still sees the old run whole
+    (and files it under that snapshot's version)."""
+    from runstream.read_store import SingleFileStore
+
+    con = duckdb.connect(str(tmp_path / "model.duckdb"))
+    create_read_model(con)
+    _apply(con, [run_created("a", t=T0), params("a", {"who": "a"})])
+    store = SingleFileStore(con)
+    swap = [ev(RunPurged, run_id="a"), run_created("b", t=T0 + 1), params("b", {"who": "b"})]
+    with store.reading() as cur:
+        run = queries.get_run(
+            _Interrupted(cur, con.cursor(), "FROM runs WHERE run_key IN", swap), "a"  # type: ignore[arg-type]
+        )
+    assert (run.run_id, run.params) == ("a", {"who": "a"})
+    with store.reading() as cur:
+        (now,) = queries.search_runs(cur, experiment_ids=["0"])[0]
+    assert (now.run_id, now.params) == ("b", {"who": "b"})
