@@ -401,6 +401,9 @@ def _decode_slow(data: bytes | str, first_error: ValidationError) -> _Envelope:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventDecodeError("invalid_json", str(exc)) from None
+    except RecursionError:
+        # Nested deeper than the parser goes: a message, not a reason to stop the projector.
+        raise EventDecodeError("invalid_json", "nested too deeply") from None
     if not isinstance(raw, dict):
         raise EventDecodeError("invalid_envelope", "an event is a JSON object")
     version = raw.get("schema_version")
