@@ -1,7 +1,8 @@
 """Projector benchmarks: replay rate, freshness under sustained load, file size per point.
 
 Run: .venv/bin/pytest tests/bench/test_projector_bench.py -s --override-ini addopts=
-Sizes via RUNSTREAM_BENCH_POINTS (default 10,000,000) and RUNSTREAM_BENCH_RUNS (10,000).
+Sizes via RUNSTREAM_BENCH_POINTS (default 10,000,000) and RUNSTREAM_BENCH_RUNS (10,000);
+replays of the same log via RUNSTREAM_BENCH_REPEAT (3, the median is printed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pytest
 from runstream.kafka_log import EventProducer
 from runstream.projections.apply_events import create_read_model
 from runstream.projector import Projector
@@ -25,6 +27,7 @@ from tests.event_factory import run_created
 
 POINTS = int(os.environ.get("RUNSTREAM_BENCH_POINTS", 10_000_000))
 RUNS = int(os.environ.get("RUNSTREAM_BENCH_RUNS", 10_000))
+REPEAT = int(os.environ.get("RUNSTREAM_BENCH_REPEAT", 3))
 KEYS = [f"metric_{i}" for i in range(10)]
 
 
@@ -39,6 +42,7 @@ def _metric_event(run_id: str, step0: int, n: int, t: int) -> MetricsLogged:
     return new_event(MetricsLogged, body, run_id=run_id)
 
 
+@pytest.mark.timeout(1800)  # REPEAT replays of 10M points on a shared machine
 def test_replay_rate_and_file_size(topics: Settings, bootstrap: str, tmp_path: Path) -> None:
     per_run = POINTS // RUNS
     chunk = 1000  # points per event
@@ -56,7 +60,26 @@ def test_replay_rate_and_file_size(topics: Settings, bootstrap: str, tmp_path: P
     producer.flush(300)
     print(f"\nproduced {sent:,} points in {RUNS:,} runs in {time.perf_counter() - t0:.1f}s")
 
-    db = tmp_path / "replay.duckdb"
+    # The machine is shared: REPEAT replays of the same log, each into a fresh file, with
+    # the load average before each, and their median.
+    rates = []
+    for i in range(REPEAT):
+        db = tmp_path / f"replay-{i}.duckdb"
+        load = os.getloadavg()[0]
+        stored, elapsed = _replay(topics, bootstrap, db)
+        assert stored == sent
+        rates.append(stored / elapsed)
+        print(f"replay: {stored:,} points in {elapsed:.1f}s = {stored / elapsed:,.0f} points/s "
+              f"(load average before: {load:.2f})")
+        size = db.stat().st_size
+        db.unlink()
+    print(f"replay, median of {REPEAT}: {statistics.median(rates):,.0f} points/s "
+          "(target >= 1,000,000)")
+    print(f"DuckDB file: {size / 1e6:.1f} MB = {size / 1e6 / (sent / 1e6):.1f} MB per million points")
+
+
+def _replay(topics: Settings, bootstrap: str, db: Path) -> tuple[int, float]:
+    """Replay the whole events topic into a fresh read-model file: (points stored, seconds)."""
     con = duckdb.connect(str(db))
     create_read_model(con)
     projector = Projector(SingleFileStore(con), bootstrap, topics.events_topic,
@@ -69,11 +92,7 @@ def test_replay_rate_and_file_size(topics: Settings, bootstrap: str, tmp_path: P
     con.execute("CHECKPOINT")
     stored = con.execute("SELECT count(*) FROM metric_history").fetchone()[0]
     con.close()
-    size = db.stat().st_size
-    print(f"replay: {stored:,} points in {elapsed:.1f}s = {stored / elapsed:,.0f} points/s "
-          f"(target >= 1,000,000)")
-    print(f"DuckDB file: {size / 1e6:.1f} MB = {size / 1e6 / (stored / 1e6):.1f} MB per million points")
-    assert stored == sent
+    return stored, elapsed
 
 
 def test_freshness_at_sustained_rate(topics: Settings, bootstrap: str, tmp_path: Path) -> None:
