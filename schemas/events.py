@@ -23,8 +23,8 @@ from typing import Annotated, Any, Final, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 CURRENT_SCHEMA_VERSION: Final = 1
-# Minor 1: experiment.tag_deleted.
-CURRENT_SCHEMA_MINOR: Final = 1
+# Minor 1: experiment.tag_deleted. Minor 2: experiment tag values up to 20,000 characters.
+CURRENT_SCHEMA_MINOR: Final = 2
 
 # Envelope ids and keys are bounded so a single malformed producer cannot blow up a row.
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
@@ -96,9 +96,15 @@ class ExperimentRestored(_Envelope):
     body: _EmptyBody = Field(default_factory=_EmptyBody)
 
 
+# MLflow's bound for an experiment tag value (its UI keeps notes and descriptions there).
+MAX_EXPERIMENT_TAG_VALUE_LENGTH: Final = 20_000
+
+
 class ExperimentTagSetBody(_Body):
     key: str = Field(min_length=1, max_length=250)
-    value: str = Field(max_length=5000)
+    # 5000 up to minor 1: every value valid then is valid now. A consumer of minor 1
+    # dead-letters a longer one (invalid_event) instead of dropping it.
+    value: str = Field(max_length=MAX_EXPERIMENT_TAG_VALUE_LENGTH)
 
 
 class ExperimentTagSet(_Envelope):

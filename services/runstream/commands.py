@@ -59,7 +59,7 @@ from runstream.schemas import (
     new_event,
     now_ms,
 )
-from runstream.schemas.events import RunStatus, SourceType
+from runstream.schemas.events import MAX_EXPERIMENT_TAG_VALUE_LENGTH, RunStatus, SourceType
 from runstream.schemas.ids import experiment_id_for_name, new_run_id
 
 __all__ = [
@@ -80,7 +80,6 @@ MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_EXPERIMENT_NAME_LENGTH = 500
-MAX_EXPERIMENT_TAG_VALUE_LENGTH = 5000  # the event schema's bound (MLflow allows 20000)
 MAX_RUN_NAME_LENGTH = 250
 MAX_ARTIFACT_PATH_LENGTH = 1000
 BATCH_MAX_METRICS = 1000

@@ -63,6 +63,17 @@ def _get(url: str, path: str, params: object = None) -> httpx.Response:
 # ------------------------------------------------------------------------------ experiments
 
 
+def test_an_experiment_tag_value_goes_up_to_mlflows_20000_characters() -> None:
+    client = MlflowClient()
+    exp_id = client.create_experiment(_name("long-tag"))
+    client.set_experiment_tag(exp_id, "mlflow.note.content", "n" * 20_000)
+    assert client.get_experiment(exp_id).tags["mlflow.note.content"] == "n" * 20_000
+    with pytest.raises(MlflowException) as err:
+        client.set_experiment_tag(exp_id, "too.long", "n" * 20_001)
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "too.long" not in client.get_experiment(exp_id).tags
+
+
 def test_experiments_by_name_rename_tags_delete_restore() -> None:
     client = MlflowClient()
     name = _name("exp")

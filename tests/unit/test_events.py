@@ -104,3 +104,21 @@ def test_json_schema_files_are_up_to_date() -> None:
     )
     for name, text in expected.items():
         assert on_disk[name] == text, f"{name} is stale: run python -m runstream.schemas.json_schema_export"
+
+
+def test_an_experiment_tag_value_of_minor_1_decodes_and_minor_2_allows_20000() -> None:
+    """Minor 2 relaxed the bound from 5,000 to MLflow's 20,000: every event of minor 1 still
+    decodes, 20,000 characters decode, one more is an invalid event."""
+    from runstream.schemas import ExperimentTagSet, ExperimentTagSetBody, new_event
+
+    def tag_event(value: str, minor: int) -> bytes:
+        raw = json.loads(encode_event(new_event(
+            ExperimentTagSet, ExperimentTagSetBody(key="k", value="v"), experiment_id="e1")))
+        raw["schema_minor"], raw["body"]["value"] = minor, value
+        return json.dumps(raw).encode()
+
+    assert decode_event(tag_event("x" * 5000, 1)).body.value == "x" * 5000
+    assert decode_event(tag_event("x" * 20_000, 2)).body.value == "x" * 20_000
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(tag_event("x" * 20_001, 2))
+    assert info.value.reason == "invalid_event"
