@@ -20,6 +20,7 @@ import io
 import json
 import math
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -580,25 +581,25 @@ _METRIC_SUMMARY_COLUMNS = (
 _ARROW_FETCH_RUNS = 50
 
 
-def _per_run(
-    cur: Cursor, sql: str, run_keys: list[int], make: type | None = None
-) -> dict[int, dict[str, Any]]:
-    """``{run key: {key: value}}`` from a query over run keys (bound as ``$keys``) whose rows
-    are (run_key, key, value) ordered by run_key, key; with ``make``, the value is
-    ``make(key, *rest)`` of rows (run_key, key, *rest).
-
-    A page of 1000 runs has 35,000 such rows: they are never looped over in Python. Columns
-    come whole (through Arrow for many runs; DuckDB's row tuples cost 1.5-3x more there, and
-    Arrow's fixed cost per query more for a few), tuples are made by ``map``, and each run's
-    dict is built from slices of the columns: 115 ms became 49 for the metrics of 1000 runs.
-    """
+def _columns(cur: Cursor, sql: str, run_keys: list[int]) -> list[Any] | None:
+    """The result columns of a query over run keys (bound as ``$keys``), None for no rows:
+    through Arrow for many runs (DuckDB's row tuples cost 1.5-3x more there), as tuples for a
+    few (Arrow's fixed cost per query is then the larger one)."""
     if len(run_keys) < _ARROW_FETCH_RUNS:
         rows = cur.execute(sql, {"keys": run_keys}).fetchall()
-        if not rows:
-            return {}
-        columns: list[Any] = list(zip(*rows, strict=True))
-    else:
-        columns = [c.to_pylist() for c in cur.sql(sql, params={"keys": run_keys}).to_arrow_table().columns]
+        return list(zip(*rows, strict=True)) if rows else None
+    table = cur.sql(sql, params={"keys": run_keys}).to_arrow_table()
+    return [c.to_pylist() for c in table.columns] if table.num_rows else None
+
+
+def _per_run(columns: Sequence[Sequence[Any]], make: type | None = None) -> dict[int, dict[str, Any]]:
+    """``{run key: {key: value}}`` from columns (run_key, key, value) ordered by run_key, key;
+    with ``make``, the value is ``make(key, *rest)`` of columns (run_key, key, *rest).
+
+    A page of 1000 runs has 35,000 such rows: they are never looped over in Python. Tuples
+    are made by ``map`` and each run's dict from slices of the columns: 115 ms became 49 for
+    the metrics of 1000 runs.
+    """
     names = columns[1]
     values = columns[2] if make is None else list(
         map(tuple.__new__, repeat(make), zip(*columns[1:], strict=True))
@@ -610,6 +611,15 @@ def _per_run(
         out[run_key] = dict(zip(names[start:end], values[start:end], strict=True))
         start = end
     return out
+
+
+# A run's params (kind 0) and tags (kind 1) in one statement: every statement costs DuckDB
+# and the binding a millisecond or two whatever its size.
+_PARAMS_AND_TAGS = (
+    "SELECT 0 AS kind, run_key, key, value FROM run_params WHERE run_key IN (SELECT unnest($keys)) "
+    "UNION ALL SELECT 1, run_key, key, value FROM run_tags WHERE run_key IN (SELECT unnest($keys)) "
+    "ORDER BY kind, run_key, key"
+)
 
 
 def _run_records(cur: Cursor, run_ids: list[str], *, with_data: bool) -> list[RunRecord]:
@@ -666,15 +676,17 @@ def _read_records(
     metrics: dict[int, dict[str, MetricSummary]] = {}
     if with_data and rows:
         keys = list(rows)
-        params, tags = (
-            _per_run(cur, f"SELECT run_key, key, value FROM {table} "
-                     "WHERE run_key IN (SELECT unnest($keys)) ORDER BY run_key, key", keys)
-            for table in ("run_params", "run_tags")
-        )
-        metrics = _per_run(
+        kv = _columns(cur, _PARAMS_AND_TAGS, keys)
+        if kv is not None:
+            first_tag = bisect_left(kv[0], 1)
+            params = _per_run([column[:first_tag] for column in kv[1:]])
+            tags = _per_run([column[first_tag:] for column in kv[1:]])
+        summaries = _columns(
             cur, f"SELECT run_key, key, {_METRIC_SUMMARY_COLUMNS} FROM run_metric_summary "
-            "WHERE run_key IN (SELECT unnest($keys)) ORDER BY run_key, key", keys, MetricSummary,
+            "WHERE run_key IN (SELECT unnest($keys)) ORDER BY run_key, key", keys,
         )
+        if summaries is not None:
+            metrics = _per_run(summaries, MetricSummary)
     records = {}
     for run_key, row in rows.items():
         (version, run_id, experiment_id, name, user_id, status, start_time, end_time, stage,
