@@ -22,10 +22,10 @@ import math
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby, repeat
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import duckdb
 
@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 Cursor = duckdb.DuckDBPyConnection
+T = TypeVar("T")
 View = Literal["active", "deleted", "all"]
 
 DEFAULT_MAX_RESULTS = 1000
@@ -153,6 +154,14 @@ class RunRecord:
     # their wire form here): a record never changes, and the record cache shares it between
     # requests, so a page of runs seen before is not turned into JSON objects again.
     derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def derive(self, name: str, make: Callable[[RunRecord], T]) -> T:
+        """``make(self)``, made once per record and kept in ``derived`` under ``name`` (the
+        API layers' wire forms): callers share it, so they must not change it."""
+        made = self.derived.get(name)
+        if made is None:
+            made = self.derived[name] = make(self)
+        return made
 
     @property
     def note(self) -> str | None:
@@ -653,8 +662,8 @@ def _records(cur: Cursor, page: Sequence[PageRow], *, with_data: bool) -> list[R
         read = _read_records(cur, missing, with_data=with_data)
         if model is not None:
             RECORDS.put_many(model, read)
-        for run_key, (_, record) in read.items():
-            found[run_key] = record
+        for run_key, (_, fresh) in read.items():
+            found[run_key] = fresh
     records = []
     for run_key, run_id, _ in page:
         record = found.get(run_key)
@@ -666,10 +675,9 @@ def _records(cur: Cursor, page: Sequence[PageRow], *, with_data: bool) -> list[R
 def _read_records(
     cur: Cursor, run_keys: list[int], *, with_data: bool
 ) -> dict[int, tuple[int, RunRecord]]:
-    """(version, RunRecord) by run key, read from the tables: the runs, then their params, tags
-    and metrics, in 4 bulk queries on the integer key. The version is read first, so a record
-    is never older than the version it is filed under (at worst newer, which only costs a
-    re-read once the version catches up)."""
+    """(version, RunRecord) by run key, read from the tables in the caller's snapshot: the
+    runs, their params and tags, and their metric summaries, in 3 bulk queries on the
+    integer key."""
     rows = {row[0]: row[1:] for row in cur.execute(_RUNS_BY_KEY, [run_keys]).fetchall()}
     params: dict[int, dict[str, str]] = {}
     tags: dict[int, dict[str, str]] = {}

@@ -314,3 +314,14 @@ def test_a_batch_committed_in_the_middle_of_a_read_is_not_seen_by_it(tmp_path) -
     with store.reading() as cur:
         (now,) = queries.search_runs(cur, experiment_ids=["0"])[0]
     assert (now.run_id, now.params) == ("b", {"who": "b"})
+
+
+def test_the_cache_size_setting_refuses_a_negative_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+    from runstream.settings import Settings
+
+    monkeypatch.setenv("RUNSTREAM_RECORD_CACHE_ITEMS", "-1")
+    with pytest.raises(ValidationError, match="record_cache_items"):
+        Settings()
+    monkeypatch.setenv("RUNSTREAM_RECORD_CACHE_ITEMS", "0")  # turns the cache off
+    assert Settings().record_cache_items == 0

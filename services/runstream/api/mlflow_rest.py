@@ -40,7 +40,6 @@ from runstream.api.mlflow_wire import (
     check_name,
     dataset_tag_key,
     double,
-    dumps,
     error_response,
     experiment_json,
     json_response,
@@ -50,6 +49,7 @@ from runstream.api.mlflow_wire import (
     run_info,
     run_json,
 )
+from runstream.api.responses import json_bytes
 from runstream.commands import Commands, RunCreatedNotApplied
 from runstream.errors import InvalidInput
 from runstream.node import QueryNode
@@ -159,7 +159,7 @@ def _endpoint(handler: HandlerFn) -> Callable[[Request], Any]:
             return error_response(exc)
         if isinstance(result, Response):
             return result
-        return Response(dumps(result), media_type="application/json")
+        return Response(json_bytes(result), media_type="application/json")
 
     endpoint.__name__ = f"mlflow_{handler.__name__}"
     return endpoint

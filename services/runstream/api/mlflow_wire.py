@@ -85,13 +85,8 @@ def error_response(exc: BaseException) -> Response:
 # -------------------------------------------------------------------------------- responses
 
 
-def dumps(payload: Any) -> bytes:
-    """Compact JSON; NaN and infinities are already strings (``double``)."""
-    return json_bytes(payload)
-
-
 def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(dumps(payload), status_code=status, media_type="application/json")
+    return Response(json_bytes(payload), status_code=status, media_type="application/json")
 
 
 def double(value: float) -> float | str:
@@ -139,11 +134,8 @@ def run_info(record: RunRecord) -> dict[str, Any]:
 
 def run_json(record: RunRecord) -> dict[str, Any]:
     """A Run message: info, data (latest metric values only), inputs, outputs. Made once per
-    record (kept in ``record.derived``): callers must not change it."""
-    made = record.derived.get("mlflow")
-    if made is None:
-        made = record.derived["mlflow"] = _run_json(record)
-    return made
+    record (``RunRecord.derive``): callers must not change it."""
+    return record.derive("mlflow", _run_json)
 
 
 def _run_json(record: RunRecord) -> dict[str, Any]:

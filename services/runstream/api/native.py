@@ -70,12 +70,9 @@ def _metric_json(m: MetricSummary) -> dict[str, Any]:
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
-    """The wire form of a run (``RunOut``). Made once per record (kept in ``run.derived``):
+    """The wire form of a run (``RunOut``). Made once per record (``RunRecord.derive``):
     callers must not change it."""
-    made = run.derived.get("native")
-    if made is None:
-        made = run.derived["native"] = _run_json(run)
-    return made
+    return run.derive("native", _run_json)
 
 
 def _run_json(run: RunRecord) -> dict[str, Any]:
