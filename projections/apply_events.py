@@ -25,6 +25,7 @@ from runstream.schemas import (
     ExperimentTagDeleted,
     ExperimentTagSet,
     MetricsLogged,
+    MetricsPacked,
     ParamsLogged,
     RunCreated,
     RunDeleted,
@@ -112,6 +113,23 @@ class _MetricBuffer:
                 self.keys.append(key)
             out.append(key_id)
         return out
+
+    def add_packed(self, event: MetricsPacked, run_key: int) -> int:
+        """A packed batch becomes a record batch over its own bytes: no Python object a point."""
+        body = event.body
+        n = len(body)
+        self.points += n
+        ids = self._ids(body.keys)
+        index = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(body.native("key_index"))])
+        self.batches.append(pa.record_batch([
+            pa.repeat(pa.scalar(run_key, pa.int32()), n),
+            pa.repeat(pa.scalar(ids[0], pa.int32()), n) if len(ids) == 1
+            else pc.take(pa.array(ids, pa.int32()), index),
+            pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(body.native("steps"))]),
+            pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(body.native("timestamps"))]),
+            pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(body.native("values"))]),
+        ], schema=_METRIC_SCHEMA))
+        return n
 
     def add(self, event: MetricsLogged, run_key: int) -> int:
         body = event.body
@@ -315,7 +333,9 @@ class _BatchApplier:
             self.parked_new.setdefault(run_id, []).append(event)
             return None
         pending = self.pending
-        if isinstance(event, MetricsLogged):
+        if isinstance(event, MetricsPacked):
+            self.result.points += pending.metrics.add_packed(event, self.keys[run_id])
+        elif isinstance(event, MetricsLogged):
             self.result.points += pending.metrics.add(event, self.keys[run_id])
         elif isinstance(event, ParamsLogged):
             buffered = pending.params.setdefault(run_id, {})

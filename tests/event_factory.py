@@ -20,6 +20,8 @@ from runstream.schemas import (
     ExperimentTagSetBody,
     MetricsLogged,
     MetricsLoggedBody,
+    MetricsPacked,
+    MetricsPackedBody,
     ParamsLogged,
     ParamsLoggedBody,
     RunCreated,
@@ -62,6 +64,11 @@ def metrics(run_id: str, points: list[tuple[str, float, int, int]], *, t: int = 
     return ev(MetricsLogged, MetricsLoggedBody.from_points(points), t=t, run_id=run_id)
 
 
+def packed_metrics(run_id: str, points: list[tuple[str, float, int, int]], *, t: int = T0) -> Event:
+    """The same points as :func:`metrics`, in the packed form the runstream client sends."""
+    return ev(MetricsPacked, MetricsPackedBody.from_points(points), t=t, run_id=run_id)
+
+
 def params(run_id: str, kv: dict[str, str], *, t: int = T0) -> Event:
     body = ParamsLoggedBody(params=[{"key": k, "value": v} for k, v in kv.items()])
     return ev(ParamsLogged, body, t=t, run_id=run_id)
@@ -85,6 +92,7 @@ def one_of_each() -> list[Event]:
         params(run, {"lr": "0.1", "layers": "3"}),
         metrics(run, [("loss", 1.0, 0, T0), ("loss", float("nan"), 1, T0 + 1),
                       ("acc", float("inf"), 0, T0), ("acc", float("-inf"), 1, T0 + 1)]),
+        packed_metrics(run, [("loss", 0.5, 2, T0 + 2), ("acc", float("nan"), 2, T0 + 2)]),
         ev(TagSet, TagSetBody(key="color", value="blue"), run_id=run),
         ev(TagDeleted, TagDeletedBody(key="color"), run_id=run),
         ev(ArtifactLogged, ArtifactLoggedBody(path="model/MLmodel", size=10, digest="ab" * 32),

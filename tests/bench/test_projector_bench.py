@@ -2,7 +2,9 @@
 
 Run: .venv/bin/pytest tests/bench/test_projector_bench.py -s --override-ini addopts=
 Sizes via RUNSTREAM_BENCH_POINTS (default 10,000,000) and RUNSTREAM_BENCH_RUNS (10,000);
-replays of the same log via RUNSTREAM_BENCH_REPEAT (3, the median is printed).
+replays of the same log via RUNSTREAM_BENCH_REPEAT (3, the median is printed). Metric batches
+are ``metrics.packed`` events, what the runstream client sends; RUNSTREAM_BENCH_FORM=json
+makes them ``metrics.logged`` (JSON arrays, what the REST API and other producers send).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from runstream.kafka_log import EventProducer
 from runstream.projections.apply_events import create_read_model
 from runstream.projector import Projector
 from runstream.read_store import SingleFileStore
-from runstream.schemas import MetricsLogged, MetricsLoggedBody, new_event
+from runstream.schemas import (
+    Event,
+    MetricsLogged,
+    MetricsLoggedBody,
+    MetricsPacked,
+    MetricsPackedBody,
+    new_event,
+)
 from runstream.settings import Settings
 
 from tests.event_factory import run_created
@@ -28,18 +37,23 @@ from tests.event_factory import run_created
 POINTS = int(os.environ.get("RUNSTREAM_BENCH_POINTS", 10_000_000))
 RUNS = int(os.environ.get("RUNSTREAM_BENCH_RUNS", 10_000))
 REPEAT = int(os.environ.get("RUNSTREAM_BENCH_REPEAT", 3))
+FORM = os.environ.get("RUNSTREAM_BENCH_FORM", "packed")
 KEYS = [f"metric_{i}" for i in range(10)]
 
 
-def _metric_event(run_id: str, step0: int, n: int, t: int) -> MetricsLogged:
-    body = MetricsLoggedBody(
-        keys=KEYS,
-        key_index=[i % len(KEYS) for i in range(n)],
-        values=[random.random() for _ in range(n)],
-        steps=[step0 + i // len(KEYS) for i in range(n)],
-        timestamps=[t] * n,
+def _metric_event(run_id: str, step0: int, n: int, t: int) -> Event:
+    columns = (
+        KEYS,
+        [i % len(KEYS) for i in range(n)],
+        [random.random() for _ in range(n)],
+        [step0 + i // len(KEYS) for i in range(n)],
+        [t] * n,
     )
-    return new_event(MetricsLogged, body, run_id=run_id)
+    if FORM == "json":
+        return new_event(MetricsLogged, MetricsLoggedBody(
+            keys=columns[0], key_index=columns[1], values=columns[2], steps=columns[3],
+            timestamps=columns[4]), run_id=run_id)
+    return new_event(MetricsPacked, MetricsPackedBody.from_columns(*columns), run_id=run_id)
 
 
 @pytest.mark.timeout(1800)  # REPEAT replays of 10M points on a shared machine
@@ -58,7 +72,8 @@ def test_replay_rate_and_file_size(topics: Settings, bootstrap: str, tmp_path: P
             producer.publish(_metric_event(run, step0 // len(KEYS), n, 1_700_000_000_000 + step0))
             sent += n
     producer.flush(300)
-    print(f"\nproduced {sent:,} points in {RUNS:,} runs in {time.perf_counter() - t0:.1f}s")
+    print(f"\nproduced {sent:,} points in {RUNS:,} runs as {FORM} events in "
+          f"{time.perf_counter() - t0:.1f}s")
 
     # The machine is shared: REPEAT replays of the same log, each into a fresh file, with
     # the load average before each, and their median.

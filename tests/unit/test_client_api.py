@@ -17,7 +17,7 @@ import runstream
 from runstream.client import BackpressureTimeout, Client, ClientError, ClientSettings
 from runstream.client.spool import Segment, orphan_paths
 from runstream.errors import InvalidInput
-from runstream.schemas import Event, MetricsLogged, decode_event
+from runstream.schemas import Event, MetricsPacked, decode_event
 from runstream.schemas.ids import experiment_id_for_name
 from runstream.settings import Settings
 
@@ -55,7 +55,7 @@ def _types(events: list[Event]) -> list[str]:
 
 
 def _points(events: list[Event]) -> list[tuple[str, float, int, int]]:
-    return [p for e in events if isinstance(e, MetricsLogged) for p in e.body.points()]
+    return [p for e in events if isinstance(e, MetricsPacked) for p in e.body.points()]
 
 
 def test_a_run_publishes_its_events_in_order(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_run_publishes_its_events_in_order(tmp_path: Path) -> None:
     events = spooled_events(tmp_path / "spool")
     assert _types(events) == [
         "experiment.created", "run.created", "params.logged", "params.logged",
-        "metrics.logged", "tag.set", "tag.deleted", "tag.set", "run.renamed", "run.ended",
+        "metrics.packed", "tag.set", "tag.deleted", "tag.set", "run.renamed", "run.ended",
     ]
     exp_id = experiment_id_for_name("exp")
     created = events[1]
@@ -187,10 +187,10 @@ def test_distributed_rank_zero_creates_and_other_ranks_attach(tmp_path: Path,
         events = [e for e in spooled_events(spool) if e.run_id == shared]
         kinds = _types(events)
         if rank == 0:
-            assert kinds == ["run.created", "metrics.logged", "run.ended"]
+            assert kinds == ["run.created", "metrics.packed", "run.ended"]
             assert events[0].experiment_id == experiment_id_for_name("dist")
         else:
-            assert kinds == ["metrics.logged"], "an attached rank never creates or ends the run"
+            assert kinds == ["metrics.packed"], "an attached rank never creates or ends the run"
 
 
 def test_artifacts_are_copied_hashed_and_announced(tmp_path: Path) -> None:
@@ -313,5 +313,5 @@ def test_end_run_waits_for_a_broker_that_answers_again(tmp_path: Path) -> None:
     assert client.sender.healthy
     client.close()
     kinds = [decode_event(v).type for v in fake.log]  # type: ignore[attr-defined]
-    assert kinds == ["run.created", "metrics.logged", "metrics.logged", "run.ended"]
+    assert kinds == ["run.created", "metrics.packed", "metrics.packed", "run.ended"]
     assert orphan_paths(tmp_path / "spool") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 
 import duckdb
 import pytest
@@ -30,7 +31,7 @@ from runstream.schemas import (
 )
 from runstream.schemas.ids import experiment_id_for_name
 
-from tests.event_factory import T0, ev, metrics, params, run_created
+from tests.event_factory import T0, ev, metrics, packed_metrics, params, run_created
 
 DAY = 86_400_000
 
@@ -96,15 +97,17 @@ points_strategy = st.lists(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(points=points_strategy, seed=st.integers(0, 2**32 - 1), chunks=st.integers(1, 5))
 def test_summary_is_independent_of_order_and_duplication(points, seed, chunks) -> None:
-    """min / max / latest / count survive shuffling, chunking and duplicated points."""
+    """min / max / latest / count survive shuffling, chunking and duplicated points, and
+    the packed form of a batch counts as the same points as its JSON form."""
 
-    def project(pts: list) -> tuple[dict, list]:
+    def project(pts: list, packed: random.Random | None = None) -> tuple[dict, list]:
         c = duckdb.connect()
         create_read_model(c)
         apply(c, [run_created("r")])
         size = max(1, len(pts) // chunks)
         for i in range(0, len(pts), size):
-            apply(c, [metrics("r", pts[i : i + size])])
+            form = packed_metrics if packed is not None and packed.random() < 0.5 else metrics
+            apply(c, [form("r", pts[i : i + size])])
         s = {k: summary(c, "r", k) for k in ("loss", "acc")}
         h = sorted(
             c.execute("SELECT key, step, timestamp, value FROM metric_history").fetchall(),
@@ -117,7 +120,7 @@ def test_summary_is_independent_of_order_and_duplication(points, seed, chunks) -
     rng.shuffle(shuffled)
     duplicated = shuffled + rng.sample(shuffled, k=min(len(shuffled), 5))
     rng.shuffle(duplicated)
-    assert repr(project(points)) == repr(project(duplicated))
+    assert repr(project(points)) == repr(project(duplicated, packed=rng))
 
     # And the summary equals a from-scratch computation of the rule.
     s, _ = project(points)
@@ -147,6 +150,19 @@ def test_the_same_point_twice_is_stored_once(con) -> None:
     # A different value at the same step and timestamp is a different point.
     apply(con, [metrics("r", [("m", 5.0, 0, 10)])])
     assert con.execute("SELECT count(*) FROM metric_history").fetchone() == (3,)
+
+
+def test_a_packed_nan_of_any_bits_and_negative_zero_are_the_same_points(con) -> None:
+    """A packed value is IEEE 754 bits as the producer wrote them: a NaN with another
+    payload, or -0.0, is still the same point as the JSON "NaN" or 0.0 logged before."""
+    odd_nan = struct.unpack("<d", struct.pack("<Q", 0xFFF8_0000_0000_0123))[0]
+    apply(con, [run_created("r")])
+    apply(con, [metrics("r", [("m", math.nan, 1, 10), ("m", 0.0, 2, 10)])])
+    apply(con, [packed_metrics("r", [("m", odd_nan, 1, 10), ("m", -0.0, 2, 10)])])
+    mn, mx, latest, step, ts, count = summary(con, "r", "m")
+    assert count == 2
+    assert (mn, mx, latest, step) == (0.0, 0.0, 0.0, 2)
+    assert con.execute("SELECT count(*) FROM metric_history").fetchone() == (2,)
 
 
 def test_nan_and_infinities_are_stored_and_min_max_ignore_nan(con) -> None:

@@ -996,7 +996,7 @@ class Client:
     def _encode(self, items: list[Any]) -> tuple[list[tuple[int, bytes, bytes]], list[_Marker], int]:
         """Turn queue items into spool records, keeping each run's events in logged order.
 
-        Consecutive points of a run become one columnar ``metrics.logged`` event (split at
+        Consecutive points of a run become one columnar ``metrics.packed`` event (split at
         ``flush_points``); an event of a run goes after that run's points logged before it.
         """
         out: list[tuple[int, bytes, bytes]] = []

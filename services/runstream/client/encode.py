@@ -1,20 +1,26 @@
 """Fast encoding of metric batches straight from the client's point tuples.
 
-A ``metrics.logged`` event is five JSON arrays. Validating the pydantic model of a batch and
-serialising it costs about 0.5 µs a point, ``json.dumps`` of the floats alone as much;
-pydantic-core's serializer (Rust, shortest round-trip float formatting) writes the columns
-in about 0.1 µs a point. The output is the wire form ``encode_event`` produces (a unit
-test decodes both and compares), with NaN and ±inf as the strings "NaN", "Infinity" and
-"-Infinity".
+The client sends ``metrics.packed`` events: each column is the base64 of a little-endian
+array, so that neither this process nor the projector makes a Python object a point
+(packing 1000 points costs about 25 µs, writing them as JSON numbers 190 µs, and parsing
+those numbers back is most of a projector's decoding work). A batch whose steps or
+timestamps do not fit in 64 bits cannot be packed: it goes as a ``metrics.logged`` event
+of JSON arrays, which the projector dead-letters with the reason, as it would any producer's.
+
+Both outputs are the wire form ``encode_event`` produces for the same event (a unit test
+decodes them and compares).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
+from array import array
 from collections.abc import Sequence
 from functools import partial
 
+import pybase64
 from pydantic_core import to_json
 
 from runstream.schemas.events import CURRENT_SCHEMA_MINOR, CURRENT_SCHEMA_VERSION
@@ -23,7 +29,66 @@ _dumps = json.dumps
 _columns_json = partial(to_json, inf_nan_mode="strings")
 
 
+_b64 = pybase64.b64encode
+_SWAP = sys.byteorder != "little"
+
+
+def _packed(typecode: str, data: Sequence[float] | Sequence[int]) -> str:
+    column = array(typecode, data)
+    if _SWAP:
+        column.byteswap()
+    return _b64(column.tobytes()).decode("ascii")
+
+
 def encode_metrics(
+    run_id: str,
+    keys: Sequence[str],
+    values: Sequence[float],
+    steps: Sequence[int],
+    timestamps: Sequence[int],
+    *,
+    producer: str,
+    event_time_ms: int,
+    event_id: str | None = None,
+) -> bytes:
+    """The wire form of one ``metrics.packed`` event for points given column by column.
+
+    ``keys[i]`` is the metric name of point ``i``; values are floats, steps and timestamps
+    ints (the caller converted them when the point was logged).
+    """
+    names = list(dict.fromkeys(keys))
+    try:
+        steps_b64 = _packed("q", steps)
+        timestamps_b64 = _packed("q", timestamps)
+    except OverflowError:
+        return encode_metrics_json(run_id, keys, values, steps, timestamps, producer=producer,
+                                   event_time_ms=event_time_ms, event_id=event_id)
+    if len(names) == 1:
+        key_index = _b64(bytes(4 * len(keys))).decode("ascii")
+    else:
+        index = {k: i for i, k in enumerate(names)}
+        key_index = _packed("i", list(map(index.__getitem__, keys)))
+    return (
+        '{"schema_version":%d,"schema_minor":%d,"event_id":%s,"event_time_ms":%d,'  # noqa: UP031 - no brace escaping in JSON
+        '"producer":%s,"run_id":%s,"type":"metrics.packed","body":{"keys":%s,'
+        '"key_index":"%s","values":"%s","steps":"%s","timestamps":"%s"}}'
+        % (
+            CURRENT_SCHEMA_VERSION,
+            CURRENT_SCHEMA_MINOR,
+            _dumps(event_id or uuid.uuid4().hex),
+            event_time_ms,
+            _dumps(producer),
+            _dumps(run_id),
+            _dumps(names),
+            key_index,
+            _packed("d", values),
+            steps_b64,
+            timestamps_b64,
+        )
+    ).encode()
+
+
+def encode_metrics_json(
     run_id: str,
     keys: Sequence[str],
     values: Sequence[float],
