@@ -15,6 +15,7 @@ unknown fields are ignored; a published version is never edited.
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 import sys
 import time
@@ -49,11 +50,18 @@ class _Body(BaseModel):
     # Unknown fields are ignored: a newer producer (same major) may add optional fields.
     # NaN and ±inf travel as the strings "NaN", "Infinity", "-Infinity": plain JSON has no
     # literal for them, and every JSON library in every language can read a string.
-    model_config = ConfigDict(extra="ignore", frozen=True, ser_json_inf_nan="strings")
+    # defer_build: a model's validator is built when first used, not at import. A training
+    # script's client uses a few event types; building all of them cost every rank process
+    # a tenth of a second at start.
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, ser_json_inf_nan="strings", defer_build=True
+    )
 
 
 class _Envelope(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, ser_json_inf_nan="strings")
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, ser_json_inf_nan="strings", defer_build=True
+    )
 
     schema_version: Literal[1] = CURRENT_SCHEMA_VERSION
     schema_minor: int = CURRENT_SCHEMA_MINOR
@@ -530,7 +538,10 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
     cls.model_fields["type"].default: cls for cls in _EVENT_CLASSES
 }
 
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+@functools.cache
+def _adapter() -> TypeAdapter[Any]:
+    """The validator of any event, built on first use (a consumer's, not a producer's, cost)."""
+    return TypeAdapter(AnyEvent)
 
 # Upgrades from older majors to the current one: pure dict -> dict functions, applied
 # before validation. Version 1 is the first published major, so there are none yet.
@@ -558,7 +569,7 @@ def decode_event(data: bytes | str) -> _Envelope:
     that fails it is parsed again, to upgrade an older major or to name the problem.
     """
     try:
-        event: _Envelope = _ADAPTER.validate_json(data)
+        event: _Envelope = _adapter().validate_json(data)
         return event
     except ValidationError as first_error:
         return _decode_slow(data, first_error)
@@ -588,7 +599,7 @@ def _decode_slow(data: bytes | str, first_error: ValidationError) -> _Envelope:
     if event_type not in EVENT_TYPES:
         raise EventDecodeError("unknown_type", f"event type {event_type!r}")
     try:
-        upgraded: _Envelope = _ADAPTER.validate_python(raw)
+        upgraded: _Envelope = _adapter().validate_python(raw)
         return upgraded
     except ValidationError as exc:
         errors = exc.errors(include_url=False)[:3]

@@ -56,7 +56,9 @@ def encode_metrics(
     ``keys[i]`` is the metric name of point ``i``; values are floats, steps and timestamps
     ints (the caller converted them when the point was logged).
     """
-    names = list(dict.fromkeys(keys))
+    first = keys[0]
+    # A batch of one metric is the usual case: count() compares the (shared) key objects.
+    names = [first] if keys.count(first) == len(keys) else list(dict.fromkeys(keys))
     try:
         steps_b64 = _packed("q", steps)
         timestamps_b64 = _packed("q", timestamps)
