@@ -29,7 +29,7 @@ from runstream.schemas import (
 )
 from runstream.settings import Settings
 
-from tests.event_factory import ev, metrics, params, run_created
+from tests.event_factory import ev, metrics, packed_metrics, params, run_created
 
 pytestmark = pytest.mark.broker
 
@@ -44,7 +44,8 @@ def workload(n_runs: int, seed: int = 7) -> list:
         events.append(params(run, {"lr": str(rng.choice([0.1, 0.01])), "i": str(i)}))
         for b in range(6):
             pts = [(k, rng.random(), b * 50 + s, 1000 + b) for s in range(50) for k in ("loss", "acc")]
-            events.append(metrics(run, pts))
+            # Both forms a producer may send: the client's packed columns, the API's JSON.
+            events.append((packed_metrics if b % 2 else metrics)(run, pts))
         events.append(ev(TagSet, TagSetBody(key="k", value=str(i)), run_id=run))
         if i % 5 == 0:
             events.append(ev(RunDeleted, run_id=run))
