@@ -115,11 +115,19 @@ class _MetricBuffer:
         return out
 
     def add_packed(self, event: MetricsPacked, run_key: int) -> int:
-        """A packed batch becomes a record batch over its own bytes: no Python object a point."""
+        """A packed batch becomes a record batch over its own bytes: no Python object a point.
+        A small one joins the lists, as a small JSON one does."""
         body = event.body
         n = len(body)
         self.points += n
         ids = self._ids(body.keys)
+        if n < _OWN_BATCH_POINTS:
+            self.run_key.extend([run_key] * n)
+            self.key_id.extend([ids[i] for i in body.column("key_index")])
+            self.step.extend(body.column("steps"))
+            self.timestamp.extend(body.column("timestamps"))
+            self.value.extend(body.column("values"))
+            return n
         index = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(body.native("key_index"))])
         self.batches.append(pa.record_batch([
             pa.repeat(pa.scalar(run_key, pa.int32()), n),

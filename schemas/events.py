@@ -42,6 +42,8 @@ CURRENT_SCHEMA_VERSION: Final = 1
 # Minor 3: metrics.packed (metric columns as base64 of little-endian arrays).
 CURRENT_SCHEMA_MINOR: Final = 3
 
+_Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
 # Envelope ids and keys are bounded so a single malformed producer cannot blow up a row.
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -234,8 +236,10 @@ class MetricsLoggedBody(_Body):
     keys: list[Annotated[str, Field(min_length=1, max_length=250)]] = Field(min_length=1)
     key_index: list[int]
     values: list[float]
-    steps: list[int]
-    timestamps: list[int]
+    # Steps and times are 64-bit in the read model, as in MLflow's: a larger number is
+    # refused here, with the reason, rather than when the projector stores it.
+    steps: list[_Int64]
+    timestamps: list[_Int64]
 
     @model_validator(mode="after")
     def _columns_agree(self) -> MetricsLoggedBody:

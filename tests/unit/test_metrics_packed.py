@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from runstream.client.encode import encode_metrics
 from runstream.schemas import (
     EventDecodeError,
-    MetricsLogged,
     MetricsPacked,
     MetricsPackedBody,
     decode_event,
@@ -102,9 +101,23 @@ def test_the_clients_encoder_writes_what_the_model_writes(pts: list) -> None:
     assert decoded.body == expected.body  # the same bytes: NaN compares as its bits here
 
 
-def test_a_step_beyond_64_bits_goes_as_a_json_metrics_logged_event() -> None:
-    wire = encode_metrics("run-1", ["loss"], [1.0], [2**63], [10], producer="p",
+@pytest.mark.parametrize(("step", "timestamp"), [(2**63, 10), (-(2**63) - 1, 10), (0, 2**63)])
+def test_a_step_or_time_beyond_64_bits_goes_as_json_and_is_refused_with_the_reason(
+    step: int, timestamp: int
+) -> None:
+    wire = encode_metrics("run-1", ["loss"], [1.0], [step], [timestamp], producer="p",
                           event_time_ms=5)
-    event = decode_event(wire)
-    assert isinstance(event, MetricsLogged)
-    assert event.body.steps == [2**63]
+    assert json.loads(wire)["type"] == "metrics.logged"
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(wire)
+    assert info.value.reason == "invalid_event"
+    assert "less than or equal to 9223372036854775807" in info.value.detail or (
+        "greater than or equal to -9223372036854775808" in info.value.detail
+    )
+
+
+def test_the_64_bit_bounds_themselves_pack_and_decode() -> None:
+    lo, hi = -(2**63), 2**63 - 1
+    wire = encode_metrics("run-1", ["loss", "loss"], [1.0, 2.0], [lo, hi], [0, hi],
+                          producer="p", event_time_ms=5)
+    assert decode_event(wire).body.points() == [("loss", 1.0, lo, 0), ("loss", 2.0, hi, hi)]

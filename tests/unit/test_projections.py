@@ -152,6 +152,25 @@ def test_the_same_point_twice_is_stored_once(con) -> None:
     assert con.execute("SELECT count(*) FROM metric_history").fetchone() == (3,)
 
 
+def test_a_large_packed_batch_gives_the_tables_of_its_json_form() -> None:
+    """From 64 points on, a packed batch is read from its own bytes (the property test above
+    stays below that): the same tables as its JSON form, duplicates and NaN included."""
+    rng = random.Random(3)
+    pts = [(rng.choice(["loss", "acc", "lr"]), rng.choice([rng.random(), math.nan, -0.0, 1.0]),
+            rng.randrange(40), rng.randrange(3)) for _ in range(300)]
+    pts += pts[:50]  # exact duplicates, within the batch
+
+    def project(form) -> dict:
+        c = duckdb.connect()
+        create_read_model(c)
+        apply(c, [run_created("r")])
+        apply(c, [form("r", pts[:200]), form("r", pts[200:])])
+        apply(c, [form("r", pts[100:180])])  # resent points, in a later batch
+        return snapshot(c)
+
+    assert repr(project(packed_metrics)) == repr(project(metrics))
+
+
 def test_a_packed_nan_of_any_bits_and_negative_zero_are_the_same_points(con) -> None:
     """A packed value is IEEE 754 bits as the producer wrote them: a NaN with another
     payload, or -0.0, is still the same point as the JSON "NaN" or 0.0 logged before."""

@@ -5,10 +5,11 @@ array, so that neither this process nor the projector makes a Python object a po
 (packing 1000 points costs about 25 µs, writing them as JSON numbers 190 µs, and parsing
 those numbers back is most of a projector's decoding work). A batch whose steps or
 timestamps do not fit in 64 bits cannot be packed: it goes as a ``metrics.logged`` event
-of JSON arrays, which the projector dead-letters with the reason, as it would any producer's.
+of JSON arrays, which consumers refuse as ``invalid_event`` (dead-lettered with the reason),
+as they would any producer's.
 
-Both outputs are the wire form ``encode_event`` produces for the same event (a unit test
-decodes them and compares).
+The packed output is the wire form ``encode_event`` produces for the same event (a unit
+test decodes it and compares).
 """
 
 from __future__ import annotations
