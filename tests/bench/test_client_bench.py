@@ -100,7 +100,9 @@ WORKER = textwrap.dedent("""
             runstream.log_metric("loss", float(base + i), i)
         t_logged = time.time()
     t_delivered = time.time()
+    cpu = os.times()
     print(json.dumps({"start": t0, "logged": t_logged, "delivered": t_delivered, "n": n,
+                      "cpu_s": cpu.user + cpu.system,
                       "stats": runstream.get_client().snapshot()}), flush=True)
 """)
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runstream.deploy.brokers import Broker
 from runstream.node import QueryNode
 
 from tests.bench.mlflow_server import METRICS_PER_CALL, ms, run_client, serve_mlflow
@@ -69,10 +70,23 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def _runstream_rate(bootstrap: str, tmp: Path, processes: int) -> Rate:
+def _cpu_s(pid: int | None = None) -> float | None:
+    """CPU seconds (user + system) used so far by this process, or by ``pid`` (None if gone)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _runstream_rate(bootstrap: str, tmp: Path, processes: int, broker_pid: int | None) -> Rate:
     """``processes`` rank processes log RUNSTREAM_POINTS points to one run, timed into the read model."""
     settings = node_settings(bootstrap, tmp / "data", partitions=6, batch_max_ms=50)
     load_before = _load()
+    node_cpu, broker_cpu = _cpu_s(), _cpu_s(broker_pid) if broker_pid else None
     node = QueryNode.open(settings, bootstrap)
     per = RUNSTREAM_POINTS // processes
     total = per * processes
@@ -87,6 +101,13 @@ def _runstream_rate(bootstrap: str, tmp: Path, processes: int) -> Rate:
         assert count == total, f"{count:,} of {total:,} points in the read model"
     finally:
         node.close()
+    # Where the two cores went: the ranks (start-up included), this process (the node's
+    # projector, mostly), and the broker.
+    node_cpu = _cpu_s() - node_cpu
+    broker_now = _cpu_s(broker_pid) if broker_pid else None
+    cpu = (f"; CPU s: ranks {sum(r['cpu_s'] for r in results):.1f}, node {node_cpu:.1f}, broker "
+           + (f"{broker_now - broker_cpu:.1f}" if broker_now is not None and broker_cpu is not None
+              else "n/a"))
     start = min(r["start"] for r in results)
     logged = max(r["logged"] for r in results) - start
     delivered = max(r["delivered"] for r in results) - start
@@ -94,7 +115,7 @@ def _runstream_rate(bootstrap: str, tmp: Path, processes: int) -> Rate:
     return Rate(total, t_visible - start, load_before, _load(),
                 f"{processes} x {per:,} points into one run; all logged after {logged:.2f} s, "
                 f"acknowledged after {delivered:.2f} s, visible after {t_visible - start:.2f} s; "
-                f"log_metric blocked {blocked:.1f} s in all")
+                f"log_metric blocked {blocked:.1f} s in all{cpu}")
 
 
 def _mlflow_rate(tmp: Path, processes: int) -> Rate | None:
@@ -122,10 +143,13 @@ def _mlflow_rate(tmp: Path, processes: int) -> Rate | None:
 
 
 @pytest.mark.timeout(5400)
-def test_points_per_second_runstream_vs_mlflow(bootstrap: str, tmp_path: Path) -> None:
+def test_points_per_second_runstream_vs_mlflow(broker: Broker, tmp_path: Path) -> None:
     rows: dict[int, tuple[Rate, Rate | None]] = {}
+    process = getattr(broker, "process", None)  # a local JVM's; None for other brokers
+    broker_pid = process.pid if process is not None else None
     for processes in PROCESSES:
-        ours = _runstream_rate(bootstrap, tmp_path / f"runstream-{processes}", processes)
+        ours = _runstream_rate(broker.bootstrap, tmp_path / f"runstream-{processes}", processes,
+                               broker_pid)
         print(f"\nrunstream, {ours.detail}: {ours.points_s:,.0f} points/s "
               f"[load {ours.load_before:.1f} -> {ours.load_after:.1f}]")
         theirs = _mlflow_rate(tmp_path / f"mlflow-{processes}", processes)
