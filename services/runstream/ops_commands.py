@@ -1,4 +1,5 @@
-"""Operator commands: ``runstream project``, ``runstream rebuild``, ``runstream retention``."""
+"""Operator commands: ``runstream project``, ``rebuild``, ``retention``, ``export``, ``import``
+and ``dead-letters``."""
 
 from __future__ import annotations
 
@@ -194,6 +195,62 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+# Dead letters a newer projector can apply: an event type or major a consumer did not know.
+REDRIVABLE = ("unknown_type", "unknown_major_version")
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """Show the dead-letter topic by reason, or re-drive its messages into the events topic.
+
+    list     counts by reason, and the last few letters of each with where they came from
+             and why (nothing is changed).
+    redrive  publishes the letters of the given reasons (by default the ones a newer
+             projector can apply: unknown_type, unknown_major_version) to the events topic
+             again, unchanged, once per source message. Safe to repeat: projectors skip
+             event ids they already applied; a message that still cannot be applied is
+             dead-lettered again.
+    """
+    from runstream.dead_letters import read_dead_letters, redrive
+
+    settings = _settings(args)
+    bootstrap = _bootstrap(settings)
+    started = time.monotonic()
+    progress = (lambda d, t: _progress_line(d, t, started)) if sys.stderr.isatty() else None
+    if args.action == "list":
+        counts: dict[str, int] = {}
+        last: dict[str, list[str]] = {}
+        for letter in read_dead_letters(bootstrap, settings.dead_letter_topic, progress):
+            counts[letter.reason] = counts.get(letter.reason, 0) + 1
+            shown = last.setdefault(letter.reason, [])
+            shown.append(f"    {letter.source}: {letter.detail[:160]}")
+            if len(shown) > max(args.show, 0):
+                shown.pop(0)
+        if progress:
+            sys.stderr.write("\n")
+        if not counts:
+            print(f"no dead letters in {settings.dead_letter_topic}")
+            return 0
+        print(f"{sum(counts.values()):,} dead letter(s) in {settings.dead_letter_topic}:")
+        for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print(f"  {reason}: {n:,}" + ("   (re-drivable)" if reason in REDRIVABLE else ""))
+            for line in last[reason]:
+                print(line)
+        return 0
+    reasons = args.reason or list(REDRIVABLE)
+    result = redrive(bootstrap, settings.dead_letter_topic, settings.events_topic, reasons,
+                     dry_run=args.dry_run, progress=progress)
+    if progress:
+        sys.stderr.write("\n")
+    verb = "would re-drive" if args.dry_run else "re-drove"
+    print(f"{verb} {result.sent:,} message(s) of reason {', '.join(sorted(reasons))} "
+          f"into {settings.events_topic}")
+    if result.repeats:
+        print(f"  {result.repeats:,} more letter(s) repeated a source message already re-driven")
+    for reason, n in sorted(result.skipped.items()):
+        print(f"  left alone: {n:,} of reason {reason}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator commands to the ``runstream`` parser."""
 
@@ -222,6 +279,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common(p)
     p.add_argument("file", type=Path, help="a file written by runstream export")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("dead-letters", help="show the dead-letter topic, or re-drive its messages",
+                       description=cmd_dead_letters.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("action", choices=("list", "redrive"), help="what to do (see above)")
+    p.add_argument("--reason", action="append",
+                   help="redrive: the letters of this reason (repeatable; default: "
+                   + ", ".join(REDRIVABLE) + ")")
+    p.add_argument("--dry-run", action="store_true", help="redrive: count, publish nothing")
+    p.add_argument("--show", type=int, default=3,
+                   help="list: how many of the last letters of each reason to show (default 3)")
+    p.set_defaults(func=cmd_dead_letters)
 
     for name, func, helptext in (
         ("rebuild", cmd_rebuild, "replay the log into a new read-model file and switch to it"),
