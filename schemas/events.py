@@ -42,7 +42,10 @@ CURRENT_SCHEMA_VERSION: Final = 1
 # Minor 3: metrics.packed (metric columns as base64 of little-endian arrays).
 CURRENT_SCHEMA_MINOR: Final = 3
 
-_Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+# Every number the read model stores is a 64-bit integer column: a larger one is refused
+# when the event is decoded, with the reason, not when the projector stores it.
+_INT64_MAX: Final = 2**63 - 1
+_Int64 = Annotated[int, Field(ge=-(2**63), le=_INT64_MAX)]
 
 # Envelope ids and keys are bounded so a single malformed producer cannot blow up a row.
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
@@ -68,7 +71,7 @@ class _Envelope(BaseModel):
     schema_version: Literal[1] = CURRENT_SCHEMA_VERSION
     schema_minor: int = CURRENT_SCHEMA_MINOR
     event_id: _ID
-    event_time_ms: int = Field(ge=0)
+    event_time_ms: int = Field(ge=0, le=_INT64_MAX)
     producer: str = ""
     experiment_id: str | None = None
     run_id: str | None = None
@@ -86,7 +89,7 @@ class ExperimentCreatedBody(_Body):
     name: str = Field(min_length=1, max_length=500)
     artifact_location: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
-    creation_time_ms: int | None = None
+    creation_time_ms: _Int64 | None = None
 
 
 class ExperimentCreated(_Envelope):
@@ -165,7 +168,7 @@ class RunCreatedBody(_Body):
     git_commit: str | None = None
     git_dirty: bool | None = None
     git_remote: str | None = None
-    start_time_ms: int = Field(ge=0)
+    start_time_ms: int = Field(ge=0, le=_INT64_MAX)
     parent_run_id: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     # What "reproduce" needs, captured by the client at start.
@@ -198,7 +201,7 @@ class RunRenamed(_Envelope):
 
 class RunEndedBody(_Body):
     status: RunStatus
-    end_time_ms: int | None = Field(default=None, ge=0)
+    end_time_ms: int | None = Field(default=None, ge=0, le=_INT64_MAX)
 
 
 class RunEnded(_Envelope):
@@ -236,8 +239,7 @@ class MetricsLoggedBody(_Body):
     keys: list[Annotated[str, Field(min_length=1, max_length=250)]] = Field(min_length=1)
     key_index: list[int]
     values: list[float]
-    # Steps and times are 64-bit in the read model, as in MLflow's: a larger number is
-    # refused here, with the reason, rather than when the projector stores it.
+    # 64-bit in the read model, as in MLflow's.
     steps: list[_Int64]
     timestamps: list[_Int64]
 
@@ -481,7 +483,7 @@ class RunPurged(_Envelope):
 
 class ArtifactLoggedBody(_Body):
     path: str = Field(min_length=1, max_length=1000)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=_INT64_MAX)
     digest: str = Field(description="sha256 of the content, hex")
     # The client marks a model explicitly; a path ending in MLmodel marks one too.
     is_model: bool = False
