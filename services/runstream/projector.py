@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import duckdb
 from confluent_kafka import Message
 
+from runstream.errors import LogError
 from runstream.kafka_log import (
     BatchConsumer,
     DeadLetters,
@@ -244,20 +246,22 @@ class Projector:
                 self.dead_letters.flush()
                 cur.execute("COMMIT")
                 return result
-            except Exception:
+            except Exception as exc:
                 cur.execute("ROLLBACK")
-                if len(decoded) <= 1:
-                    raise
-            # One bad event must not stop the log: apply one event per transaction and
-            # dead-letter the one that fails on its own.
-            return self._apply_one_by_one(decoded, next_offsets)
+                if not blames_an_event(exc):
+                    raise  # the store or the broker: stop, skip nothing, retry on restart
         finally:
             cur.close()
+        # One bad event must not stop the log (a batch of one included, or the projector
+        # would meet it again at every restart): apply one event per transaction and
+        # dead-letter the one that fails on its own.
+        return self._apply_one_by_one(decoded, next_offsets)
 
     def _apply_one_by_one(
         self, decoded: list[DecodedMessage], next_offsets: dict[int, int]
     ) -> BatchResult:
         total = BatchResult()
+        failed: list[tuple[DecodedMessage, str]] = []
         for item in decoded:
             c = self.store.cursor()
             try:
@@ -265,10 +269,14 @@ class Projector:
                 r = apply_batch(c, [item.event])
                 _store_offsets(c, self.topic, {item.position.partition: item.position.offset + 1})
                 c.execute("COMMIT")
-            except Exception as exc:  # noqa: BLE001 - the failing event is the evidence
+            except Exception as exc:
                 c.execute("ROLLBACK")
+                if not blames_an_event(exc):
+                    raise
                 log.exception("event %s cannot be applied", item.event.event_id)
-                total.rejected.append(Rejected(item.event, f"apply_error:{type(exc).__name__}"))
+                reason = f"apply_error:{type(exc).__name__}"
+                total.rejected.append(Rejected(item.event, reason))
+                failed.append((item, reason))
                 continue
             finally:
                 c.close()
@@ -279,9 +287,20 @@ class Projector:
         c = self.store.cursor()
         try:
             c.execute("BEGIN TRANSACTION")
+            # The events skipped here are recorded with the offsets that skip them (their
+            # dead letters follow, as for any rejection).
+            for item, reason in failed:
+                c.execute(
+                    "INSERT INTO rejected_events VALUES (?, ?, ?, ?, ?, ?)",
+                    [item.event.event_id, getattr(item.event, "type", None), item.event.run_id,
+                     reason, item.position.partition, item.position.offset],
+                )
             _store_offsets(c, self.topic, next_offsets)
             self.dead_letters.flush()
             c.execute("COMMIT")
+        except Exception:
+            c.execute("ROLLBACK")
+            raise
         finally:
             c.close()
         return total
@@ -338,6 +357,29 @@ class Projector:
                 "lag": lag,
             }
         return {"total": total, "partitions": partitions}
+
+
+# Failures of the machine, the store or the broker, not of the event being applied: the
+# projector stops (and /health says why) rather than dead-letter good events. Anything else
+# raised while applying (a conversion, a constraint, a bug meeting an unforeseen event) is
+# blamed on the event, which is dead-lettered with the error's type as the reason.
+_ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (
+    LogError,  # includes DeliveryError: dead letters not acknowledged
+    OSError,
+    MemoryError,
+    duckdb.IOException,
+    duckdb.OutOfMemoryException,
+    duckdb.FatalException,
+    duckdb.InternalException,
+    duckdb.InterruptException,
+    duckdb.TransactionException,
+    duckdb.ConnectionException,
+)
+
+
+def blames_an_event(exc: BaseException) -> bool:
+    """Whether a failure while applying a batch is the fault of an event in it."""
+    return not isinstance(exc, _ENVIRONMENT_ERRORS)
 
 
 def _next_offsets(messages: list[Message]) -> dict[int, int]:
