@@ -8,7 +8,8 @@ to Kafka or HTTP, or commits.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from runstream.projections.read_model import DDL
 from runstream.schemas import (
     ArtifactLogged,
     Event,
+    EventDecodeError,
     ExperimentCreated,
     ExperimentDeleted,
     ExperimentRenamed,
@@ -63,6 +65,22 @@ class BatchResult:
     duplicates: int = 0
     points: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+
+
+@contextmanager
+def _registered(con: SqlConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """``table`` visible to SQL as ``name`` for the block. When the block fails, DuckDB has
+    aborted the transaction and refuses even the unregister: that error would replace the
+    block's own (a conversion error blamed on an event becoming "transaction aborted", a
+    failure of the store), so it is dropped; the view goes with the connection's state."""
+    con.register(name, table)
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            con.unregister(name)
+        raise
+    con.unregister(name)
 
 
 def create_read_model(con: SqlConnection) -> None:
@@ -231,6 +249,8 @@ class _BatchApplier:
         # stored by earlier batches (for runs this batch creates), and this batch's own.
         self.parked_stored: dict[str, list[Event]] = {}
         self.parked_new: dict[str, list[Event]] = {}
+        # Stored parked events that no longer decode: (run id, reason).
+        self.unparkable: list[tuple[str, str]] = []
 
     def run(self) -> BatchResult:
         fresh = self._drop_already_applied()
@@ -307,7 +327,14 @@ class _BatchApplier:
                 "ORDER BY seq",
                 [created],
             ).fetchall():
-                self.parked_stored.setdefault(run_id, []).append(decode_event(event_json))
+                try:
+                    parked = decode_event(event_json)
+                except EventDecodeError as exc:
+                    # Parked by an older projector whose decoder let it through; this one
+                    # refuses it (a bound added since): on record, not applied.
+                    self.unparkable.append((run_id, exc.reason))
+                    continue
+                self.parked_stored.setdefault(run_id, []).append(parked)
 
     def _new_run_key(self) -> int:
         """The next run key: one more than the greatest given, in log order."""
@@ -524,11 +551,8 @@ class _BatchApplier:
     # -------------------------------------------------------------------- flush
 
     def _insert(self, sql: str, name: str, table: pa.Table) -> None:
-        self.con.register(name, table)
-        try:
+        with _registered(self.con, name, table):
             self.con.execute(sql)
-        finally:
-            self.con.unregister(name)
 
     def _flush_placeholders(self) -> None:
         ph = self.pending.placeholders
@@ -656,14 +680,11 @@ class _BatchApplier:
             "key": (pa.string(), [k[1] for k, _ in items]),
             "value": (pa.string(), [v for _, v in items]),
         })
-        self.con.register("_tags", table)
-        try:
+        with _registered(self.con, "_tags", table):
             self.con.execute(
                 "DELETE FROM run_tags WHERE (run_key, key) IN (SELECT (run_key, key) FROM _tags)"
             )
             self.con.execute("INSERT INTO run_tags SELECT * FROM _tags WHERE value IS NOT NULL")
-        finally:
-            self.con.unregister("_tags")
 
     def _flush_updates(self) -> None:
         items = list(self.pending.updates.items())
@@ -707,8 +728,7 @@ class _BatchApplier:
             "is_model": (pa.bool_(), [v[2] for _, v in items]),
             "logged_time": (pa.int64(), [v[3] for _, v in items]),
         })
-        self.con.register("_artifacts", table)
-        try:
+        with _registered(self.con, "_artifacts", table):
             self.con.execute(
                 "DELETE FROM run_artifacts WHERE (run_key, path) IN "
                 "(SELECT (run_key, path) FROM _artifacts)"
@@ -718,10 +738,13 @@ class _BatchApplier:
                 "UPDATE runs SET has_model = TRUE WHERE run_key IN "
                 "(SELECT run_key FROM _artifacts WHERE is_model)"
             )
-        finally:
-            self.con.unregister("_artifacts")
 
     def _record_rejections(self) -> None:
+        for run_id, reason in self.unparkable:
+            self.con.execute(
+                "INSERT INTO rejected_events VALUES (NULL, 'parked', ?, ?, NULL, NULL)",
+                [run_id, reason],
+            )
         for rejected in self.result.rejected:
             e = rejected.event
             self.con.execute(
@@ -750,16 +773,13 @@ def merge_metric_points(con: SqlConnection, points: pa.Table, keys: list[str]) -
     Every statement here costs about a millisecond whatever its size, so there are few,
     and none uses ON CONFLICT (several times dearer in DuckDB than UPDATE + INSERT).
     """
-    con.register("_incoming", points)
-    try:
+    with _registered(con, "_incoming", points):
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _points AS "
             # "+ 0.0" turns -0.0 into 0.0: they are equal numbers, so one point, and which
             # sign survived must not depend on arrival order.
             "SELECT DISTINCT run_key, key_id, step, timestamp, value + 0.0 AS value FROM _incoming"
         )
-    finally:
-        con.unregister("_incoming")
     # The key of a point: the batch's key list is bound as one parameter and indexed.
     key = "list_extract($keys, p.key_id + 1)"
     not_newer = (

@@ -190,12 +190,13 @@ class Projector:
         if not messages:
             return 0
         next_offsets = _next_offsets(messages)
-        result = self._apply(decoded, next_offsets)
+        lettered: set[str] = set()  # event ids already dead-lettered while applying
+        result = self._apply(messages, decoded, next_offsets, lettered)
         by_id = {d.event.event_id: d for d in decoded} if result.rejected else {}
         for rejected in result.rejected:
             origin = by_id.get(rejected.event.event_id)
             self.stats.rejected[rejected.reason] += 1
-            if origin is not None:
+            if origin is not None and rejected.event.event_id not in lettered:
                 self._dead_letter_event(messages, origin, rejected.reason)
         self.stats.batches += 1
         self.stats.events += result.applied
@@ -235,7 +236,10 @@ class Projector:
         finally:
             cur.close()
 
-    def _apply(self, decoded: list[DecodedMessage], next_offsets: dict[int, int]) -> BatchResult:
+    def _apply(
+        self, messages: list[Message], decoded: list[DecodedMessage],
+        next_offsets: dict[int, int], lettered: set[str],
+    ) -> BatchResult:
         cur = self.store.cursor()
         try:
             cur.execute("BEGIN TRANSACTION")
@@ -247,7 +251,7 @@ class Projector:
                 cur.execute("COMMIT")
                 return result
             except Exception as exc:
-                cur.execute("ROLLBACK")
+                _rollback(cur)
                 if not blames_an_event(exc):
                     raise  # the store or the broker: stop, skip nothing, retry on restart
         finally:
@@ -255,29 +259,38 @@ class Projector:
         # One bad event must not stop the log (a batch of one included, or the projector
         # would meet it again at every restart): apply one event per transaction and
         # dead-letter the one that fails on its own.
-        return self._apply_one_by_one(decoded, next_offsets)
+        return self._apply_one_by_one(messages, decoded, next_offsets, lettered)
 
     def _apply_one_by_one(
-        self, decoded: list[DecodedMessage], next_offsets: dict[int, int]
+        self, messages: list[Message], decoded: list[DecodedMessage],
+        next_offsets: dict[int, int], lettered: set[str],
     ) -> BatchResult:
+        """Each event in a transaction of its own with its offset. An event that fails is
+        dead-lettered (and the letter acknowledged) and recorded in rejected_events in the
+        transaction that stores the offset skipping it, before the next event: whatever
+        stops this loop, no offset is stored past an event that is neither applied nor on
+        record."""
         total = BatchResult()
-        failed: list[tuple[DecodedMessage, str]] = []
         for item in decoded:
+            after = {item.position.partition: item.position.offset + 1}
             c = self.store.cursor()
             try:
                 c.execute("BEGIN TRANSACTION")
-                r = apply_batch(c, [item.event])
-                _store_offsets(c, self.topic, {item.position.partition: item.position.offset + 1})
-                c.execute("COMMIT")
-            except Exception as exc:
-                c.execute("ROLLBACK")
-                if not blames_an_event(exc):
-                    raise
-                log.exception("event %s cannot be applied", item.event.event_id)
-                reason = f"apply_error:{type(exc).__name__}"
-                total.rejected.append(Rejected(item.event, reason))
-                failed.append((item, reason))
-                continue
+                try:
+                    r = apply_batch(c, [item.event])
+                    _store_offsets(c, self.topic, after)
+                    self.dead_letters.flush()  # letters of messages this offset skips
+                    c.execute("COMMIT")
+                except Exception as exc:
+                    _rollback(c)
+                    if not blames_an_event(exc):
+                        raise
+                    log.exception("event %s cannot be applied", item.event.event_id)
+                    reason = f"apply_error:{type(exc).__name__}"
+                    self._skip(c, messages, item, reason, after)
+                    lettered.add(item.event.event_id)
+                    total.rejected.append(Rejected(item.event, reason))
+                    continue
             finally:
                 c.close()
             total.applied += r.applied
@@ -287,23 +300,34 @@ class Projector:
         c = self.store.cursor()
         try:
             c.execute("BEGIN TRANSACTION")
-            # The events skipped here are recorded with the offsets that skip them (their
-            # dead letters follow, as for any rejection).
-            for item, reason in failed:
-                c.execute(
-                    "INSERT INTO rejected_events VALUES (?, ?, ?, ?, ?, ?)",
-                    [item.event.event_id, getattr(item.event, "type", None), item.event.run_id,
-                     reason, item.position.partition, item.position.offset],
-                )
-            _store_offsets(c, self.topic, next_offsets)
-            self.dead_letters.flush()
-            c.execute("COMMIT")
-        except Exception:
-            c.execute("ROLLBACK")
-            raise
+            try:
+                _store_offsets(c, self.topic, next_offsets)
+                self.dead_letters.flush()
+                c.execute("COMMIT")
+            except Exception:
+                _rollback(c)
+                raise
         finally:
             c.close()
         return total
+
+    def _skip(self, cur: Any, messages: list[Message], item: DecodedMessage, reason: str,
+              after: dict[int, int]) -> None:
+        """Dead-letter one event and store the offset past it, with its rejected_events row."""
+        self._dead_letter_event(messages, item, reason)
+        self.dead_letters.flush()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute(
+                "INSERT INTO rejected_events VALUES (?, ?, ?, ?, ?, ?)",
+                [item.event.event_id, getattr(item.event, "type", None), item.event.run_id,
+                 reason, item.position.partition, item.position.offset],
+            )
+            _store_offsets(cur, self.topic, after)
+            cur.execute("COMMIT")
+        except Exception:
+            _rollback(cur)
+            raise
 
     def _dead_letter_event(
         self, messages: list[Message], origin: DecodedMessage, reason: str
@@ -359,27 +383,32 @@ class Projector:
         return {"total": total, "partitions": partitions}
 
 
-# Failures of the machine, the store or the broker, not of the event being applied: the
-# projector stops (and /health says why) rather than dead-letter good events. Anything else
-# raised while applying (a conversion, a constraint, a bug meeting an unforeseen event) is
-# blamed on the event, which is dead-lettered with the error's type as the reason.
+# Only errors about the data being written are blamed on an event: DuckDB's DataError
+# (conversion, out of range) and IntegrityError (constraints), and exceptions of Python code
+# meeting an unforeseen event (ValueError, KeyError, ...). Everything else DuckDB raises
+# (I/O, memory, transactions, a catalog or binder error of our own SQL) and failures of the
+# machine or the broker stop the projector rather than dead-letter good events: /health
+# says why, and a restart resumes from the stored offsets.
+_EVENT_ERRORS: tuple[type[BaseException], ...] = (duckdb.DataError, duckdb.IntegrityError)
 _ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (
-    LogError,  # includes DeliveryError: dead letters not acknowledged
-    OSError,
-    MemoryError,
-    duckdb.IOException,
-    duckdb.OutOfMemoryException,
-    duckdb.FatalException,
-    duckdb.InternalException,
-    duckdb.InterruptException,
-    duckdb.TransactionException,
-    duckdb.ConnectionException,
+    duckdb.Error, LogError, OSError, MemoryError,
 )
 
 
 def blames_an_event(exc: BaseException) -> bool:
     """Whether a failure while applying a batch is the fault of an event in it."""
-    return not isinstance(exc, _ENVIRONMENT_ERRORS)
+    if isinstance(exc, _EVENT_ERRORS):
+        return True
+    return isinstance(exc, Exception) and not isinstance(exc, _ENVIRONMENT_ERRORS)
+
+
+def _rollback(cur: Any) -> None:
+    """Roll back, keeping the error that led here: after a failed COMMIT DuckDB has no
+    transaction left, and its "no transaction is active" would replace the cause."""
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        log.debug("nothing to roll back", exc_info=True)
 
 
 def _next_offsets(messages: list[Message]) -> dict[int, int]:
