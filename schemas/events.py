@@ -42,8 +42,8 @@ CURRENT_SCHEMA_VERSION: Final = 1
 # Minor 3: metrics.packed (metric columns as base64 of little-endian arrays).
 CURRENT_SCHEMA_MINOR: Final = 3
 
-# Every number the read model stores is a 64-bit integer column: a larger one is refused
-# when the event is decoded, with the reason, not when the projector stores it.
+# The body numbers the read model always stores are 64-bit integer columns: a larger one
+# is refused when the event is decoded, with the reason, not when the projector stores it.
 _INT64_MAX: Final = 2**63 - 1
 _Int64 = Annotated[int, Field(ge=-(2**63), le=_INT64_MAX)]
 
@@ -71,7 +71,10 @@ class _Envelope(BaseModel):
     schema_version: Literal[1] = CURRENT_SCHEMA_VERSION
     schema_minor: int = CURRENT_SCHEMA_MINOR
     event_id: _ID
-    event_time_ms: int = Field(ge=0, le=_INT64_MAX)
+    # Not bounded like the body's numbers: most event types never store it, and a log that
+    # applied before must replay the same (one that stores it and cannot is dead-lettered
+    # by the projector as apply_error).
+    event_time_ms: int = Field(ge=0)
     producer: str = ""
     experiment_id: str | None = None
     run_id: str | None = None
