@@ -9,11 +9,12 @@ publishes those messages again, unchanged, to the events topic.
 
 Re-driving is safe to repeat: each message keeps its event id, and a projector skips ids it
 already applied. A message that still cannot be applied is dead-lettered again, with its
-new position as the source.
+new position as the source; a re-drive sends equal messages once.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -67,32 +68,21 @@ def read_dead_letters(
     """Every message of the dead-letter topic up to its current end, partition by partition
     in offset order (the topic is read from the start; nothing is committed)."""
     consumer = BatchConsumer(bootstrap, topic, "runstream-dead-letters")
-    partitions = list(range(partition_count(bootstrap, topic)))
-    consumer.assign_from({}, partitions)
-    high = consumer.high_watermarks(partitions)
-    total = sum(high.values())
-    seen = {p: 0 for p in partitions}
     try:
-        while any(seen[p] < h for p, h in high.items()):
-            for msg in consumer.batch(1000, 0.5):
-                p, o = msg.partition(), msg.offset()
-                if p is None or o is None or o >= high[p]:
-                    continue
-                seen[p] = o + 1
-                headers = msg.headers()
-                yield DeadLetter(
-                    partition=p,
-                    offset=o,
-                    key=msg.key(),
-                    value=msg.value() or b"",
-                    reason=_header(headers, "runstream.reason") or "unknown",
-                    detail=_header(headers, "runstream.detail"),
-                    source_topic=_header(headers, "runstream.source.topic"),
-                    source_partition=_int_or_none(_header(headers, "runstream.source.partition")),
-                    source_offset=_int_or_none(_header(headers, "runstream.source.offset")),
-                )
-            if progress:
-                progress(sum(seen.values()), total)
+        for msg in consumer.read_to_end(range(partition_count(bootstrap, topic)),
+                                        progress=progress):
+            headers = msg.headers()
+            yield DeadLetter(
+                partition=msg.partition() or 0,
+                offset=msg.offset() or 0,
+                key=msg.key(),
+                value=msg.value() or b"",
+                reason=_header(headers, "runstream.reason") or "unknown",
+                detail=_header(headers, "runstream.detail"),
+                source_topic=_header(headers, "runstream.source.topic"),
+                source_partition=_int_or_none(_header(headers, "runstream.source.partition")),
+                source_offset=_int_or_none(_header(headers, "runstream.source.offset")),
+            )
     finally:
         consumer.close()
 
@@ -105,6 +95,19 @@ class Redrive:
     skipped: Counter[str]  # letters of other reasons, by reason
     repeats: int = 0  # letters of a source message already re-driven in this pass
     sent: int = 0
+
+
+def _produce(producer: Producer, topic: str, letter: DeadLetter, report: Callable[..., None],
+             origin: str) -> None:
+    """Queue one message, waiting for room when librdkafka's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value=letter.value, key=letter.key, on_delivery=report,
+                             headers=[("runstream.redriven.from", origin)])
+            break
+        except BufferError:
+            producer.poll(0.1)
+    producer.poll(0)
 
 
 def redrive(
@@ -127,26 +130,23 @@ def redrive(
         if err is not None:
             failures.append(str(err))
 
-    done: set[tuple[str, int | None, int | None]] = set()
+    done: set[tuple[bytes | None, bytes]] = set()
     for letter in read_dead_letters(bootstrap, dead_letter_topic, progress):
         if letter.reason not in wanted:
             result.skipped[letter.reason] += 1
             continue
         result.matched[letter.reason] += 1
-        origin = (letter.source_topic, letter.source_partition, letter.source_offset)
-        if letter.source_partition is not None and origin in done:
-            # The same source message dead-lettered twice (a projector that stopped before
-            # committing the batch that skipped it): one copy is enough.
+        # The same message dead-lettered more than once (a projector that stopped before
+        # committing the batch that skipped it, or a letter re-driven before and refused
+        # again) goes once: letters keep the message's bytes, so equal bytes are a repeat.
+        digest = (letter.key, hashlib.sha256(letter.value).digest())
+        if digest in done:
             result.repeats += 1
             continue
-        done.add(origin)
+        done.add(digest)
         if producer is not None:
-            producer.produce(
-                events_topic, value=letter.value, key=letter.key, on_delivery=report,
-                headers=[("runstream.redriven.from",
-                          f"{dead_letter_topic}[{letter.partition}]@{letter.offset}")],
-            )
-            producer.poll(0)
+            _produce(producer, events_topic, letter, report,
+                     f"{dead_letter_topic}[{letter.partition}]@{letter.offset}")
         result.sent += 1
     if producer is not None and (producer.flush(120) or failures):
         raise DeliveryError(

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +142,10 @@ def _wait_for_topic(admin: AdminClient, topic: str, timeout_s: float) -> None:
 
 
 def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
-    md = admin_client(bootstrap).list_topics(topic=topic, timeout=timeout_s)
+    try:
+        md = admin_client(bootstrap).list_topics(topic=topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise LogError(f"cannot read the partitions of {topic} from {bootstrap}: {exc}") from None
     t = md.topics.get(topic)
     if t is None or t.error is not None:
         raise LogError(f"topic {topic} not found on {bootstrap}")
@@ -380,6 +383,50 @@ class BatchConsumer:
             )
             marks[p] = high
         return marks
+
+    def read_to_end(self, partitions: Iterable[int], idle_timeout_s: float = 30.0,
+                    progress: Callable[[int, int], None] | None = None) -> Iterator[Message]:
+        """Every message of ``partitions`` from the first offset kept up to the end the topic
+        has now, then stop.
+
+        A partition is done when the consumer's position reaches its high watermark, not its
+        last message: a transaction marker or a compacted tail holds the last offsets. A
+        partition with nothing kept (low = high) is done at once. Nothing arriving for
+        ``idle_timeout_s`` (the broker gone) raises LogError instead of waiting forever.
+        """
+        parts = list(partitions)
+        self.assign_from({}, parts)
+        marks: dict[int, tuple[int, int]] = {}
+        for p in parts:
+            try:
+                marks[p] = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=10)
+            except KafkaException as exc:
+                raise LogError(f"cannot read the end of {self.topic}[{p}]: {exc}") from None
+        pending = {p for p, (low, high) in marks.items() if high > low}
+        total = sum(high - low for low, high in marks.values())
+        done: dict[int, int] = {}
+        last_progress = time.monotonic()
+        while pending:
+            messages = self.batch(1000, 0.5)
+            for msg in messages:
+                part, o = msg.partition(), msg.offset()
+                if part in pending and o is not None and o < marks[part][1]:
+                    done[part] = o + 1 - marks[part][0]
+                    yield msg
+            if messages:
+                last_progress = time.monotonic()
+            for tp in self._consumer.position([TopicPartition(self.topic, p) for p in pending]):
+                if tp.offset >= marks[tp.partition][1]:
+                    pending.discard(tp.partition)
+                    done[tp.partition] = marks[tp.partition][1] - marks[tp.partition][0]
+            if progress:
+                progress(sum(done.values()), total)
+            if pending and time.monotonic() - last_progress > idle_timeout_s:
+                raise LogError(
+                    f"nothing read from {self.topic} for {idle_timeout_s:.0f}s with partitions "
+                    f"{sorted(pending)} not at their end; is the broker up?"
+                )
 
     def commit_advisory(self, next_offsets: dict[int, int]) -> None:
         """Tell the group where we are (for lag tools); never used to resume."""

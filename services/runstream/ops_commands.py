@@ -206,7 +206,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
              and why (nothing is changed).
     redrive  publishes the letters of the given reasons (by default the ones a newer
              projector can apply: unknown_type, unknown_major_version) to the events topic
-             again, unchanged, once per source message. Safe to repeat: projectors skip
+             again, unchanged, once per distinct message. Safe to repeat: projectors skip
              event ids they already applied; a message that still cannot be applied is
              dead-lettered again.
     """
@@ -245,7 +245,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     print(f"{verb} {result.sent:,} message(s) of reason {', '.join(sorted(reasons))} "
           f"into {settings.events_topic}")
     if result.repeats:
-        print(f"  {result.repeats:,} more letter(s) repeated a source message already re-driven")
+        print(f"  {result.repeats:,} more letter(s) repeated a message already re-driven")
     for reason, n in sorted(result.skipped.items()):
         print(f"  left alone: {n:,} of reason {reason}")
     return 0

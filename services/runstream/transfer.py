@@ -35,24 +35,13 @@ class Selection:
 def _read_log(bootstrap: str, topic: str, progress: Progress | None) -> Iterator[Event]:
     """Every event of the topic, partition by partition order, from the first offset."""
     consumer = BatchConsumer(bootstrap, topic, "runstream-export")
-    partitions = list(range(partition_count(bootstrap, topic)))
-    consumer.assign_from({}, partitions)
-    high = consumer.high_watermarks(partitions)
-    total = sum(high.values())
-    seen: dict[int, int] = {}
     try:
-        while any(seen.get(p, 0) < h for p, h in high.items()):
-            for msg in consumer.batch(1000, 0.5):
-                p, o = msg.partition(), msg.offset()
-                if o >= high[p]:
-                    continue
-                seen[p] = o + 1
-                try:
-                    yield decode_event(msg.value() or b"")
-                except EventDecodeError:
-                    continue  # dead letters are not history
-            if progress:
-                progress(sum(seen.values()), total)
+        for msg in consumer.read_to_end(range(partition_count(bootstrap, topic)),
+                                        progress=progress):
+            try:
+                yield decode_event(msg.value() or b"")
+            except EventDecodeError:
+                continue  # dead letters are not history
     finally:
         consumer.close()
 

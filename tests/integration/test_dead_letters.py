@@ -3,11 +3,13 @@ apply, through the real broker and a query node's projector."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Producer
 from runstream.cli import main as cli_main
+from runstream.dead_letters import read_dead_letters
 from runstream.kafka_log import BatchConsumer, partition_count, producer_config
 from runstream.node import QueryNode
 from runstream.schemas import encode_event
@@ -73,7 +75,7 @@ def test_dead_letters_are_listed_and_the_redrivable_ones_applied_once(
     assert cli_main(["dead-letters", "redrive", "--dry-run", *flags]) == 0
     out = capsys.readouterr().out
     assert "would re-drive 2 message(s) of reason unknown_major_version, unknown_type" in out
-    assert "1 more letter(s) repeated a source message already re-driven" in out
+    assert "1 more letter(s) repeated a message already re-driven" in out
     assert "left alone: 1 of reason invalid_json" in out
     assert _events_end(bootstrap, settings.events_topic) == before, "a dry run publishes nothing"
 
@@ -91,3 +93,42 @@ def test_dead_letters_are_listed_and_the_redrivable_ones_applied_once(
     wait_for_rows(node, "SELECT count FROM metric_summary WHERE run_id = ?", [(2,)], params=[RUN])
     with node.store.reading() as cur:
         assert cur.execute("SELECT count(*) FROM rejected_events").fetchone() == (0,)
+
+
+@pytest.mark.timeout(120)
+def test_reading_the_dead_letters_ends_at_a_transaction_marker(
+    topics: Settings, bootstrap: str
+) -> None:
+    """The topic's last offset is a commit marker, not a message: reading stops all the same
+    (it used to wait for a message at that offset forever)."""
+    producer = Producer(producer_config(bootstrap, **{"transactional.id": f"t-{RUN}"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    _letter(producer, topics, b"{not json", "invalid_json", 1)
+    producer.commit_transaction(30)
+    end = _events_end(bootstrap, topics.dead_letter_topic)
+    assert sum(end.values()) == 2, "one letter and its commit marker"
+    letters = list(read_dead_letters(bootstrap, topics.dead_letter_topic))
+    assert [d.reason for d in letters] == ["invalid_json"]
+
+
+def test_a_letter_refused_again_is_redriven_once_per_pass(
+    node: QueryNode, settings: Settings, bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--bootstrap", bootstrap, "--topic-prefix", settings.topic_prefix,
+             "--data-dir", str(settings.data_dir)]
+    future = json.dumps({"schema_version": 1, "schema_minor": 9, "event_id": "f" * 32,
+                         "event_time_ms": 1, "run_id": RUN, "type": "metrics.future",
+                         "body": {}}).encode()
+    producer = Producer(producer_config(bootstrap))
+    _letter(producer, settings, future, "unknown_type", 5)
+    assert producer.flush(30) == 0
+    for expected_letters in (2, 3):
+        assert cli_main(["dead-letters", "redrive", *flags]) == 0
+        assert "re-drove 1 message(s)" in capsys.readouterr().out
+        # This projector does not know the type either: it dead-letters the message again.
+        wait_until(lambda n=expected_letters: len(list(read_dead_letters(
+            bootstrap, settings.dead_letter_topic))) == n, 60, "the letter refused again")
+    letters = list(read_dead_letters(bootstrap, settings.dead_letter_topic))
+    assert {d.value for d in letters} == {future}
+    assert [d.source_topic for d in letters[1:]] == [settings.events_topic] * 2
