@@ -20,6 +20,7 @@ import uuid
 from array import array
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import pybase64
 from pydantic_core import to_json
@@ -41,6 +42,39 @@ def _packed(typecode: str, data: Sequence[float] | Sequence[int]) -> str:
     return _b64(column.tobytes()).decode("ascii")
 
 
+def _names(keys: Sequence[str]) -> list[str]:
+    """Each metric name once, in first-seen order. A batch of one metric is the usual case:
+    count() compares the (shared) key objects, a dict of every key costs thirty times more."""
+    first = keys[0]
+    return [first] if keys.count(first) == len(keys) else list(dict.fromkeys(keys))
+
+
+def _key_indexes(names: list[str], keys: Sequence[str]) -> list[int]:
+    index = {k: i for i, k in enumerate(names)}
+    return list(map(index.__getitem__, keys))
+
+
+def _wire(kind: str, run_id: str, names: list[str], columns: tuple[str, str, str, str], *,
+          producer: str, event_time_ms: int, event_id: str | None) -> bytes:
+    """An event of metrics ``kind`` around its four columns, each already a JSON value."""
+    return (
+        '{"schema_version":%d,"schema_minor":%d,"event_id":%s,"event_time_ms":%d,'  # noqa: UP031 - no brace escaping in JSON
+        '"producer":%s,"run_id":%s,"type":"%s","body":{"keys":%s,'
+        '"key_index":%s,"values":%s,"steps":%s,"timestamps":%s}}'
+        % (
+            CURRENT_SCHEMA_VERSION,
+            CURRENT_SCHEMA_MINOR,
+            _dumps(event_id or uuid.uuid4().hex),
+            event_time_ms,
+            _dumps(producer),
+            _dumps(run_id),
+            kind,
+            _dumps(names),
+            *columns,
+        )
+    ).encode()
+
+
 def encode_metrics(
     run_id: str,
     keys: Sequence[str],
@@ -57,77 +91,28 @@ def encode_metrics(
     ``keys[i]`` is the metric name of point ``i``; values are floats, steps and timestamps
     ints (the caller converted them when the point was logged).
     """
-    first = keys[0]
-    # A batch of one metric is the usual case: count() compares the (shared) key objects.
-    names = [first] if keys.count(first) == len(keys) else list(dict.fromkeys(keys))
+    names = _names(keys)
     try:
         steps_b64 = _packed("q", steps)
         timestamps_b64 = _packed("q", timestamps)
     except OverflowError:
-        return encode_metrics_json(run_id, keys, values, steps, timestamps, producer=producer,
-                                   event_time_ms=event_time_ms, event_id=event_id)
-    if len(names) == 1:
-        key_index = _b64(bytes(4 * len(keys))).decode("ascii")
-    else:
-        index = {k: i for i, k in enumerate(names)}
-        key_index = _packed("i", list(map(index.__getitem__, keys)))
-    return (
-        '{"schema_version":%d,"schema_minor":%d,"event_id":%s,"event_time_ms":%d,'  # noqa: UP031 - no brace escaping in JSON
-        '"producer":%s,"run_id":%s,"type":"metrics.packed","body":{"keys":%s,'
-        '"key_index":"%s","values":"%s","steps":"%s","timestamps":"%s"}}'
-        % (
-            CURRENT_SCHEMA_VERSION,
-            CURRENT_SCHEMA_MINOR,
-            _dumps(event_id or uuid.uuid4().hex),
-            event_time_ms,
-            _dumps(producer),
-            _dumps(run_id),
-            _dumps(names),
-            key_index,
-            _packed("d", values),
-            steps_b64,
-            timestamps_b64,
-        )
-    ).encode()
+        return _encode_json(run_id, names, keys, (values, steps, timestamps),
+                            producer=producer, event_time_ms=event_time_ms, event_id=event_id)
+    key_index = (_b64(bytes(4 * len(keys))).decode("ascii") if len(names) == 1
+                 else _packed("i", _key_indexes(names, keys)))
+    return _wire(
+        "metrics.packed", run_id, names,
+        (f'"{key_index}"', f'"{_packed("d", values)}"', f'"{steps_b64}"', f'"{timestamps_b64}"'),
+        producer=producer, event_time_ms=event_time_ms, event_id=event_id,
+    )
 
 
-def encode_metrics_json(
-    run_id: str,
-    keys: Sequence[str],
-    values: Sequence[float],
-    steps: Sequence[int],
-    timestamps: Sequence[int],
-    *,
-    producer: str,
-    event_time_ms: int,
-    event_id: str | None = None,
-) -> bytes:
-    """The wire form of one ``metrics.logged`` event for points given column by column.
-
-    ``keys[i]`` is the metric name of point ``i``; values are floats, steps and timestamps
-    ints (the caller converted them when the point was logged).
-    """
-    names = list(dict.fromkeys(keys))
-    if len(names) == 1:
-        key_index = "[" + ",".join(["0"] * len(keys)) + "]"
-    else:
-        index = {k: i for i, k in enumerate(names)}
-        key_index = _columns_json(list(map(index.__getitem__, keys))).decode()
-    return (
-        '{"schema_version":%d,"schema_minor":%d,"event_id":%s,"event_time_ms":%d,'  # noqa: UP031 - no brace escaping in JSON
-        '"producer":%s,"run_id":%s,"type":"metrics.logged","body":{"keys":%s,'
-        '"key_index":%s,"values":%s,"steps":%s,"timestamps":%s}}'
-        % (
-            CURRENT_SCHEMA_VERSION,
-            CURRENT_SCHEMA_MINOR,
-            _dumps(event_id or uuid.uuid4().hex),
-            event_time_ms,
-            _dumps(producer),
-            _dumps(run_id),
-            _dumps(names),
-            key_index,
-            _columns_json(values).decode(),
-            _columns_json(steps).decode(),
-            _columns_json(timestamps).decode(),
-        )
-    ).encode()
+def _encode_json(run_id: str, names: list[str], keys: Sequence[str],
+                 columns: tuple[Sequence[float], Sequence[int], Sequence[int]],
+                 **envelope: Any) -> bytes:
+    """The same points as a ``metrics.logged`` event of JSON arrays (what cannot be packed)."""
+    key_index = ("[" + ",".join(["0"] * len(keys)) + "]" if len(names) == 1
+                 else _columns_json(_key_indexes(names, keys)).decode())
+    values, steps, timestamps = (_columns_json(c).decode() for c in columns)
+    return _wire("metrics.logged", run_id, names, (key_index, values, steps, timestamps),
+                 **envelope)
