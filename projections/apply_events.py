@@ -28,6 +28,7 @@ from runstream.schemas import (
     ExperimentTagSet,
     MetricsLogged,
     MetricsPacked,
+    MetricsPackedBody,
     ParamsLogged,
     RunCreated,
     RunDeleted,
@@ -104,6 +105,9 @@ _METRIC_SCHEMA = pa.schema([
 # columns in C (the body is already columnar: keys once, then an index per point). Smaller
 # ones are gathered in lists first: a record batch costs some microseconds to make.
 _OWN_BATCH_POINTS = 64
+# A packed body's columns in the order of _METRIC_SCHEMA's last four, and their Arrow types.
+_PACKED_COLUMNS = ("key_index", "steps", "timestamps", "values")
+_PACKED_TYPES = (pa.int32(), pa.int64(), pa.int64(), pa.float64())
 
 
 @dataclass
@@ -132,56 +136,42 @@ class _MetricBuffer:
             out.append(key_id)
         return out
 
-    def add_packed(self, event: MetricsPacked, run_key: int) -> int:
-        """A packed batch becomes a record batch over its own bytes: no Python object a point.
-        A small one joins the lists, as a small JSON one does."""
+    def add(self, event: MetricsLogged | MetricsPacked, run_key: int) -> int:
+        """One event's points. An event of _OWN_BATCH_POINTS or more becomes a record batch of
+        its own, made in C: a packed body's columns are its own bytes, no Python object a
+        point; a JSON body's integer lists go through array.array, whose C conversion beats
+        pa.array's by a third. A constant column is a repeat. Smaller events join the lists."""
         body = event.body
-        n = len(body)
+        n = len(body) if isinstance(body, MetricsPackedBody) else len(body.values)
         self.points += n
         ids = self._ids(body.keys)
         if n < _OWN_BATCH_POINTS:
+            if isinstance(body, MetricsPackedBody):
+                index, steps, stamps, values = (body.column(c) for c in _PACKED_COLUMNS)
+            else:
+                index, steps, stamps, values = (
+                    body.key_index, body.steps, body.timestamps, body.values)
             self.run_key.extend([run_key] * n)
-            self.key_id.extend([ids[i] for i in body.column("key_index")])
-            self.step.extend(body.column("steps"))
-            self.timestamp.extend(body.column("timestamps"))
-            self.value.extend(body.column("values"))
+            self.key_id.extend([ids[i] for i in index])
+            self.step.extend(steps)
+            self.timestamp.extend(stamps)
+            self.value.extend(values)
             return n
-        index = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(body.native("key_index"))])
-        self.batches.append(pa.record_batch([
-            pa.repeat(pa.scalar(run_key, pa.int32()), n),
-            pa.repeat(pa.scalar(ids[0], pa.int32()), n) if len(ids) == 1
-            else pc.take(pa.array(ids, pa.int32()), index),
-            pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(body.native("steps"))]),
-            pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(body.native("timestamps"))]),
-            pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(body.native("values"))]),
-        ], schema=_METRIC_SCHEMA))
-        return n
-
-    def add(self, event: MetricsLogged, run_key: int) -> int:
-        body = event.body
-        n = len(body.values)
-        self.points += n
-        ids = self._ids(body.keys)
-        if n >= _OWN_BATCH_POINTS:
-            # Integer lists go through array.array, whose C conversion beats pa.array's on
-            # lists of ints by a third; a constant column is a repeat.
-            key_id = (
-                pa.repeat(pa.scalar(ids[0], pa.int32()), n) if len(ids) == 1
-                else pc.take(pa.array(ids, pa.int32()), _ints(body.key_index, "i", pa.int32()))
-            )
-            self.batches.append(pa.record_batch([
-                pa.repeat(pa.scalar(run_key, pa.int32()), n),
-                key_id,
-                _ints(body.steps, "q", pa.int64()),
-                _ints(body.timestamps, "q", pa.int64()),
-                pa.array(body.values, pa.float64()),
-            ], schema=_METRIC_SCHEMA))
-            return n
-        self.run_key.extend([run_key] * n)
-        self.key_id.extend([ids[i] for i in body.key_index])
-        self.step.extend(body.steps)
-        self.timestamp.extend(body.timestamps)
-        self.value.extend(body.values)
+        if isinstance(body, MetricsPackedBody):
+            index, steps, stamps, values = (
+                pa.Array.from_buffers(typ, n, [None, pa.py_buffer(body.native(column))])
+                for column, typ in zip(_PACKED_COLUMNS, _PACKED_TYPES, strict=True))
+        else:
+            index = _ints(body.key_index, "i", pa.int32()) if len(ids) > 1 else None
+            steps = _ints(body.steps, "q", pa.int64())
+            stamps = _ints(body.timestamps, "q", pa.int64())
+            values = pa.array(body.values, pa.float64())
+        key_id = (pa.repeat(pa.scalar(ids[0], pa.int32()), n) if len(ids) == 1
+                  else pc.take(pa.array(ids, pa.int32()), index))
+        self.batches.append(pa.record_batch(
+            [pa.repeat(pa.scalar(run_key, pa.int32()), n), key_id, steps, stamps, values],
+            schema=_METRIC_SCHEMA,
+        ))
         return n
 
     def __len__(self) -> int:
@@ -368,9 +358,7 @@ class _BatchApplier:
             self.parked_new.setdefault(run_id, []).append(event)
             return None
         pending = self.pending
-        if isinstance(event, MetricsPacked):
-            self.result.points += pending.metrics.add_packed(event, self.keys[run_id])
-        elif isinstance(event, MetricsLogged):
+        if isinstance(event, MetricsLogged | MetricsPacked):
             self.result.points += pending.metrics.add(event, self.keys[run_id])
         elif isinstance(event, ParamsLogged):
             buffered = pending.params.setdefault(run_id, {})

@@ -323,6 +323,24 @@ _LITTLE_ENDIAN: Final = sys.byteorder == "little"
 _BYTES: Final = bytes(range(256))
 
 
+def pack_column(typecode: str, data: Sequence[float] | Sequence[int]) -> bytes:
+    """A column's wire bytes in a packed body: little-endian items of ``array`` typecode
+    ``i``, ``q`` or ``d``. OverflowError when an integer does not fit."""
+    column = array(typecode, data)
+    if not _LITTLE_ENDIAN:
+        column.byteswap()
+    return column.tobytes()
+
+
+def _unpack_column(typecode: str, raw: bytes) -> array[Any]:
+    """The items of a packed column, in this machine's byte order."""
+    column = array(typecode)
+    column.frombytes(raw)
+    if not _LITTLE_ENDIAN:
+        column.byteswap()
+    return column
+
+
 def _key_index_in_range(raw: bytes, nkeys: int) -> bool:
     """Whether every little-endian int32 of ``raw`` is in [0, nkeys). Up to 256 keys (the
     usual case) this looks at bytes: the three high ones of each index must be zero, and
@@ -331,11 +349,8 @@ def _key_index_in_range(raw: bytes, nkeys: int) -> bool:
     if nkeys <= 256:
         high = raw[1::4] + raw[2::4] + raw[3::4]
         return high.count(0) == len(high) and not raw[0::4].translate(None, _BYTES[:nkeys])
-    index = array("i")
-    index.frombytes(raw)
-    if not _LITTLE_ENDIAN:
-        index.byteswap()
-    return min(index) >= 0 and max(index) < nkeys
+    index = _unpack_column("i", raw)
+    return bool(min(index) >= 0 and max(index) < nkeys)
 
 
 class MetricsPackedBody(_Body):
@@ -382,11 +397,7 @@ class MetricsPackedBody(_Body):
     def column(self, name: str) -> array[Any]:
         """One column as an array in this machine's byte order."""
         typecode = next(code for n, code, _ in _PACKED_COLUMNS if n == name)
-        out = array(typecode)
-        out.frombytes(getattr(self, name))
-        if not _LITTLE_ENDIAN:
-            out.byteswap()
-        return out
+        return _unpack_column(typecode, getattr(self, name))
 
     def native(self, name: str) -> bytes:
         """One column's bytes in this machine's byte order (the wire bytes on little-endian)."""
@@ -403,14 +414,12 @@ class MetricsPackedBody(_Body):
         timestamps: Sequence[int],
     ) -> MetricsPackedBody:
         """Pack columns given as sequences (``keys`` holds each name once)."""
-        columns = {}
-        for (name, typecode, _), data in zip(
-            _PACKED_COLUMNS, (key_index, values, steps, timestamps), strict=True
-        ):
-            arr = array(typecode, data)
-            if not _LITTLE_ENDIAN:
-                arr.byteswap()
-            columns[name] = arr.tobytes()
+        columns = {
+            name: pack_column(typecode, data)
+            for (name, typecode, _), data in zip(
+                _PACKED_COLUMNS, (key_index, values, steps, timestamps), strict=True
+            )
+        }
         return cls(keys=list(keys), **columns)
 
     @classmethod

@@ -15,9 +15,7 @@ test decodes it and compares).
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from array import array
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -25,21 +23,17 @@ from typing import Any
 import pybase64
 from pydantic_core import to_json
 
-from runstream.schemas.events import CURRENT_SCHEMA_MINOR, CURRENT_SCHEMA_VERSION
+from runstream.schemas.events import CURRENT_SCHEMA_MINOR, CURRENT_SCHEMA_VERSION, pack_column
 
 _dumps = json.dumps
 _columns_json = partial(to_json, inf_nan_mode="strings")
 
 
 _b64 = pybase64.b64encode
-_SWAP = sys.byteorder != "little"
 
 
 def _packed(typecode: str, data: Sequence[float] | Sequence[int]) -> str:
-    column = array(typecode, data)
-    if _SWAP:
-        column.byteswap()
-    return _b64(column.tobytes()).decode("ascii")
+    return _b64(pack_column(typecode, data)).decode("ascii")
 
 
 def _names(keys: Sequence[str]) -> list[str]:
