@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ class ProjectionTarget(Protocol):
     """Where a projector writes: the node's store, or a rebuild's new file."""
 
     def cursor(self) -> Any: ...
+
+    def writing(self) -> AbstractContextManager[Any]: ...
 
     def next_offsets(self, topic: str) -> dict[int, int]: ...
 
@@ -219,43 +222,36 @@ class Projector:
         self._layout_checked = now
         cur = self.store.cursor()
         try:
-            for table in layout.due(cur):
-                started = time.perf_counter()
-                cur.execute("BEGIN TRANSACTION")
-                try:
-                    rows = layout.cluster(cur, table)
-                    cur.execute("COMMIT")
-                except Exception:  # noqa: BLE001 - a layout chore must not stop the log
-                    cur.execute("ROLLBACK")
-                    log.exception("could not re-sort %s by key", table)
-                    continue
-                took = time.perf_counter() - started
-                self.stats.clusterings += 1
-                self.stats.clustering_s += took
-                log.info("re-sorted %s by key: %d rows in %.2fs", table, rows, took)
+            due = layout.due(cur)
         finally:
             cur.close()
+        for table in due:
+            started = time.perf_counter()
+            try:
+                with self.store.writing() as w:
+                    rows = layout.cluster(w, table)
+            except Exception:  # noqa: BLE001 - a layout chore must not stop the log
+                log.exception("could not re-sort %s by key", table)
+                continue
+            took = time.perf_counter() - started
+            self.stats.clusterings += 1
+            self.stats.clustering_s += took
+            log.info("re-sorted %s by key: %d rows in %.2fs", table, rows, took)
 
     def _apply(
         self, messages: list[Message], decoded: list[DecodedMessage],
         next_offsets: dict[int, int], lettered: set[str],
     ) -> BatchResult:
-        cur = self.store.cursor()
         try:
-            cur.execute("BEGIN TRANSACTION")
-            try:
+            with self.store.writing() as cur:
                 result = apply_batch(cur, [d.event for d in decoded])
                 _store_offsets(cur, self.topic, next_offsets)
                 # Dead letters are durable before the offsets that skip them commit.
                 self.dead_letters.flush()
-                cur.execute("COMMIT")
-                return result
-            except Exception as exc:
-                _rollback(cur)
-                if not blames_an_event(exc):
-                    raise  # the store or the broker: stop, skip nothing, retry on restart
-        finally:
-            cur.close()
+            return result
+        except Exception as exc:
+            if not blames_an_event(exc):
+                raise  # the store or the broker: stop, skip nothing, retry on restart
         # One bad event must not stop the log (a batch of one included, or the projector
         # would meet it again at every restart): apply one event per transaction and
         # dead-letter the one that fails on its own.
@@ -273,61 +269,41 @@ class Projector:
         total = BatchResult()
         for item in decoded:
             after = {item.position.partition: item.position.offset + 1}
-            c = self.store.cursor()
             try:
-                c.execute("BEGIN TRANSACTION")
-                try:
-                    r = apply_batch(c, [item.event])
-                    _store_offsets(c, self.topic, after)
+                with self.store.writing() as cur:
+                    r = apply_batch(cur, [item.event])
+                    _store_offsets(cur, self.topic, after)
                     self.dead_letters.flush()  # letters of messages this offset skips
-                    c.execute("COMMIT")
-                except Exception as exc:
-                    _rollback(c)
-                    if not blames_an_event(exc):
-                        raise
-                    log.exception("event %s cannot be applied", item.event.event_id)
-                    reason = f"apply_error:{type(exc).__name__}"
-                    self._skip(c, messages, item, reason, after)
-                    lettered.add(item.event.event_id)
-                    total.rejected.append(Rejected(item.event, reason))
-                    continue
-            finally:
-                c.close()
+            except Exception as exc:
+                if not blames_an_event(exc):
+                    raise
+                log.exception("event %s cannot be applied", item.event.event_id)
+                reason = f"apply_error:{type(exc).__name__}"
+                self._skip(messages, item, reason, after)
+                lettered.add(item.event.event_id)
+                total.rejected.append(Rejected(item.event, reason))
+                continue
             total.applied += r.applied
             total.points += r.points
             total.duplicates += r.duplicates
             total.rejected.extend(r.rejected)
-        c = self.store.cursor()
-        try:
-            c.execute("BEGIN TRANSACTION")
-            try:
-                _store_offsets(c, self.topic, next_offsets)
-                self.dead_letters.flush()
-                c.execute("COMMIT")
-            except Exception:
-                _rollback(c)
-                raise
-        finally:
-            c.close()
+        with self.store.writing() as cur:
+            _store_offsets(cur, self.topic, next_offsets)
+            self.dead_letters.flush()
         return total
 
-    def _skip(self, cur: Any, messages: list[Message], item: DecodedMessage, reason: str,
+    def _skip(self, messages: list[Message], item: DecodedMessage, reason: str,
               after: dict[int, int]) -> None:
         """Dead-letter one event and store the offset past it, with its rejected_events row."""
         self._dead_letter_event(messages, item, reason)
         self.dead_letters.flush()
-        cur.execute("BEGIN TRANSACTION")
-        try:
+        with self.store.writing() as cur:
             cur.execute(
                 "INSERT INTO rejected_events VALUES (?, ?, ?, ?, ?, ?)",
                 [item.event.event_id, getattr(item.event, "type", None), item.event.run_id,
                  reason, item.position.partition, item.position.offset],
             )
             _store_offsets(cur, self.topic, after)
-            cur.execute("COMMIT")
-        except Exception:
-            _rollback(cur)
-            raise
 
     def _dead_letter_event(
         self, messages: list[Message], origin: DecodedMessage, reason: str
@@ -400,15 +376,6 @@ def blames_an_event(exc: BaseException) -> bool:
     if isinstance(exc, _EVENT_ERRORS):
         return True
     return isinstance(exc, Exception) and not isinstance(exc, _ENVIRONMENT_ERRORS)
-
-
-def _rollback(cur: Any) -> None:
-    """Roll back, keeping the error that led here: after a failed COMMIT DuckDB has no
-    transaction left, and its "no transaction is active" would replace the cause."""
-    try:
-        cur.execute("ROLLBACK")
-    except duckdb.Error:
-        log.debug("nothing to roll back", exc_info=True)
 
 
 def _next_offsets(messages: list[Message]) -> dict[int, int]:

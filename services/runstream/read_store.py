@@ -70,6 +70,24 @@ class _Cursors:
                 cur.execute("ROLLBACK")  # it only read; a failed statement may have ended it
             cur.close()
 
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in a write transaction, committed when the block ends and rolled back when
+        it raises, with the block's own error (after a failed COMMIT there is nothing left to
+        roll back, and DuckDB's saying so must not replace the cause)."""
+        cur = self.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise
+        finally:
+            cur.close()
+
     def next_offsets(self, topic: str) -> dict[int, int]:
         with self.reading() as cur:
             return next_offsets(cur, topic)
