@@ -132,3 +132,16 @@ def test_a_letter_refused_again_is_redriven_once_per_pass(
     letters = list(read_dead_letters(bootstrap, settings.dead_letter_topic))
     assert {d.value for d in letters} == {future}
     assert [d.source_topic for d in letters[1:]] == [settings.events_topic] * 2
+
+
+def test_a_missing_topic_or_broker_is_a_clear_error(
+    bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for action in ("list", "redrive"):
+        assert cli_main(["dead-letters", action, "--bootstrap", bootstrap,
+                         "--topic-prefix", "no-such-prefix"]) == 2
+        err = capsys.readouterr().err
+        assert "runstream: error: topic no-such-prefix" in err and "not found" in err, err
+    assert cli_main(["dead-letters", "list", "--bootstrap", "127.0.0.1:1",
+                     "--topic-prefix", "x"]) == 2
+    assert "runstream: error: cannot read the partitions of x." in capsys.readouterr().err
