@@ -1,9 +1,9 @@
 """Fast encoding of metric batches straight from the client's point tuples.
 
 The client sends ``metrics.packed`` events: each column is the base64 of a little-endian
-array, so that neither this process nor the projector makes a Python object a point
-(packing 1000 points costs about 25 µs, writing them as JSON numbers 190 µs, and parsing
-those numbers back is most of a projector's decoding work). A batch whose steps or
+array, so that the projector makes no Python object a point when it reads them: decoding
+a 1000-point event takes ~35 µs packed against ~250-290 µs as JSON numbers, and packing
+them here ~110 µs against ~135 µs (timeit, side by side). A batch whose steps or
 timestamps do not fit in 64 bits cannot be packed: it goes as a ``metrics.logged`` event
 of JSON arrays, which consumers refuse as ``invalid_event`` (dead-lettered with the reason),
 as they would any producer's.
