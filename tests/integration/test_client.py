@@ -121,6 +121,7 @@ def test_the_whole_api_reaches_the_read_model(node: QueryNode, fluent: None, tmp
             runstream.log_metric("loss", 1.0 / (step + 1), step=step)
             runstream.log_metric("acc", step / 100, step=step)
         runstream.log_metrics({"memUsage": 0.95, "r2": 0.4}, step=3)
+        assert runstream.log_metric_history("val_loss", [0.9, 0.7, 0.8], [0, 1, 2]) == 3
         runstream.set_tag("color", "blue")
         runstream.set_tags({"estimator_name": "RandomForestRegressor", "my custom tag": "v"})
         runstream.delete_tag("team")
@@ -174,10 +175,12 @@ def test_the_whole_api_reaches_the_read_model(node: QueryNode, fluent: None, tmp
                       ("acc", 0.0, 0.99, 0.99, 99, 100),
                       ("loss", 0.01, 1.0, 0.01, 99, 100),
                       ("memUsage", 0.95, 0.95, 0.95, 3, 1),
-                      ("r2", 0.4, 0.4, 0.4, 3, 1)], params=[parent.run_id])
+                      ("r2", 0.4, 0.4, 0.4, 3, 1),
+                      ("val_loss", 0.7, 0.9, 0.8, 2, 3)], params=[parent.run_id])
     assert query(node, "SELECT key, count(*) FROM metric_history WHERE run_id = ? GROUP BY key "
                  "ORDER BY key", [parent.run_id]) == [("acc", 100), ("loss", 100),
-                                                      ("memUsage", 1), ("r2", 1)]
+                                                      ("memUsage", 1), ("r2", 1),
+                                                      ("val_loss", 3)]
     assert query(node, "SELECT latest_value, min_value, count FROM metric_summary "
                  "WHERE run_id = ?", [child.run_id]) == [(2.0, 2.0, 2)]
     assert query(node, "SELECT count(*) FROM metric_history WHERE run_id = ?",

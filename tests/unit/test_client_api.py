@@ -315,3 +315,120 @@ def test_end_run_waits_for_a_broker_that_answers_again(tmp_path: Path) -> None:
     kinds = [decode_event(v).type for v in fake.log]  # type: ignore[attr-defined]
     assert kinds == ["run.created", "metrics.packed", "metrics.packed", "run.ended"]
     assert orphan_paths(tmp_path / "spool") == []
+
+
+def test_a_metric_history_keeps_its_order_among_points_and_events(tmp_path: Path) -> None:
+    from array import array
+
+    client = _client(tmp_path, flush_points=3)
+    with client.start_run() as run:
+        run.log_metric("loss", 9.0, step=0, timestamp=500)
+        assert run.log_metric_history("loss", [1.0, 2, math.inf, -0.0, 5.5],
+                                      array("q", range(1, 6)), [10, 11, 12, 13, 14]) == 5
+        run.set_tag("after", "history")
+        assert run.log_metric_history("acc", (0.5, 0.25), steps=[7, 8], timestamps=77) == 2
+        assert run.log_metric_history("acc", [], []) == 0
+    client.close()
+    events = spooled_events(tmp_path / "spool")
+    assert _types(events) == [
+        "run.created", "metrics.packed", "metrics.packed", "metrics.packed", "tag.set",
+        "metrics.packed", "run.ended",
+    ], "the point logged first goes first; 5 points at flush_points=3 are 2 events"
+    points = _points(events)
+    assert points == [
+        ("loss", 9.0, 0, 500), ("loss", 1.0, 1, 10), ("loss", 2.0, 2, 11),
+        ("loss", math.inf, 3, 12), ("loss", -0.0, 4, 13), ("loss", 5.5, 5, 14),
+        ("acc", 0.5, 7, 77), ("acc", 0.25, 8, 77),
+    ]
+    assert math.copysign(1.0, points[4][1]) == -1.0
+
+
+def test_a_metric_history_without_timestamps_is_stamped_now(tmp_path: Path) -> None:
+    import time
+
+    client = _client(tmp_path)
+    before = int(time.time() * 1000)
+    with client.start_run() as run:
+        run.log_metric_history("m", [1.0, 2.0], [0, 1])
+    after = int(time.time() * 1000)
+    client.close()
+    stamps = {p[3] for p in _points(spooled_events(tmp_path / "spool"))}
+    assert len(stamps) == 1 and before <= stamps.pop() <= after
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("", [1.0], [0]), "metric key"),
+        (("m", ["x"], [0]), "values must be numbers"),
+        (("m", "abc", [0, 1, 2]), "values must be numbers"),
+        (("m", [1.0], [0.5]), "steps must be integers"),
+        (("m", [1.0], [1 << 63]), "steps must be integers within 64 bits"),
+        (("m", [1.0, 2.0], [0]), "2 values but 1 steps"),
+        (("m", [1.0], None), "steps are required"),
+        (("m", [1.0], [0], [1, 2]), "1 values but 2 timestamps"),
+        (("m", [1.0], [0], 1 << 64), "timestamp must be ms within 64 bits"),
+    ],
+)
+def test_a_bad_metric_history_is_refused_with_nothing_queued(
+    tmp_path: Path, args: tuple[Any, ...], message: str
+) -> None:
+    client = _client(tmp_path)
+    with client.start_run() as run:
+        with pytest.raises(InvalidInput, match=message):
+            run.log_metric_history(*args)
+        assert client.snapshot()["pending_points"] <= 1  # at most the run.created event
+    client.close()
+    assert _points(spooled_events(tmp_path / "spool")) == []
+
+
+def test_a_metric_history_counts_towards_the_memory_bound(tmp_path: Path) -> None:
+    # As for log_metric: no broker, the spool full, then the caller waits and times out
+    # with every point of the call kept (queued before the wait).
+    client = _client(tmp_path, spool_max_bytes=64 * 1024, max_pending_points=2000,
+                     flush_points=500, max_block_s=0.3, flush_interval_ms=5)
+    run = client.start_run()
+    given = 0
+    with pytest.raises(BackpressureTimeout, match="nothing was dropped"):
+        for call in range(1000):
+            given += run.log_metric_history("loss", [1.0] * 1000,
+                                            range(call * 1000, call * 1000 + 1000))
+    snap = client.snapshot()
+    assert snap["spool_full"] and snap["blocked_calls"] >= 1
+    client.close(timeout_s=1)
+    steps = [p[2] for p in _points(spooled_events(tmp_path / "spool"))]
+    # The call that raised had queued its points before it waited: they are in too.
+    assert len(steps) == given + 1000
+    assert steps == list(range(len(steps))), "in order, none twice"
+
+
+def test_the_fluent_metric_history_logs_to_the_active_run(tmp_path: Path) -> None:
+    runstream.configure(data_dir=tmp_path / "data", spool_dir=tmp_path / "spool",
+                        replay_on_start=False)
+    with runstream.start_run():
+        assert runstream.log_metric_history("loss", [0.5, 0.25], [1, 2]) == 2
+    runstream.shutdown()
+    assert [p[:3] for p in _points(spooled_events(tmp_path / "spool"))] == [
+        ("loss", 0.5, 1), ("loss", 0.25, 2)]
+
+
+def test_adjacent_histories_of_one_metric_go_as_one_event(tmp_path: Path) -> None:
+    # 40 + 40 + 30 points stay queued until the third call wakes the flusher (flush_points
+    # pending), which then finds all three: 80 in one event, and the 30 that would pass 100.
+    client = _client(tmp_path, flush_points=100, flush_interval_ms=10_000)
+    with client.start_run() as run:
+        start = 0
+        for call, size in enumerate((40, 40, 30)):
+            run.log_metric_history("loss", [float(call)] * size, range(start, start + size),
+                                   timestamps=1000 + call)
+            start += size
+        run.log_metric_history("acc", [0.5], [0])
+        run.log_metric_history("loss", [9.0], [110], timestamps=[2000])
+    client.close()
+    events = [e for e in spooled_events(tmp_path / "spool") if isinstance(e, MetricsPacked)]
+    assert [(e.body.keys, len(e.body.points())) for e in events] == [
+        (["loss"], 80), (["loss"], 30), (["acc"], 1), (["loss"], 1)]
+    points = _points(events)
+    assert [p[2] for p in points if p[0] == "loss"] == list(range(111))
+    assert [p[3] for p in points[:110]] == [1000] * 40 + [1001] * 40 + [1002] * 30
+    assert points[-1] == ("loss", 9.0, 110, 2000)

@@ -6,11 +6,12 @@ import base64
 import json
 import math
 import struct
+from array import array
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runstream.client.encode import encode_metrics
+from runstream.client.encode import encode_metric_series, encode_metrics
 from runstream.schemas import (
     EventDecodeError,
     MetricsPacked,
@@ -99,6 +100,19 @@ def test_the_clients_encoder_writes_what_the_model_writes(pts: list) -> None:
     expected = new_event(MetricsPacked, MetricsPackedBody.from_points(pts), run_id="run-1")
     assert repr(decoded.body.points()) == repr(pts)
     assert decoded.body == expected.body  # the same bytes: NaN compares as its bits here
+
+
+@settings(max_examples=40, deadline=None)
+@given(pts=st.lists(st.tuples(st.just("loss"), finite | st.just(math.nan),
+                              st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)),
+                    min_size=1, max_size=50))
+def test_a_metric_series_encodes_as_its_points_would(pts: list) -> None:
+    columns = [array(code, [p[i] for p in pts]) for i, code in ((1, "d"), (2, "q"), (3, "q"))]
+    wire = encode_metric_series("run-1", "loss", *columns, producer="host/1", event_time_ms=5,
+                                event_id="e" * 32)
+    assert wire == encode_metrics("run-1", [p[0] for p in pts], *([p[i] for p in pts]
+                                                                   for i in (1, 2, 3)),
+                                  producer="host/1", event_time_ms=5, event_id="e" * 32)
 
 
 @pytest.mark.parametrize(("step", "timestamp"), [(2**63, 10), (-(2**63) - 1, 10), (0, 2**63)])

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import weakref
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from pydantic import ValidationError
 
 from runstream.client import capture
 from runstream.client.artifacts import ArtifactStore, StoredArtifact, artifact_uri, clean_artifact_path
-from runstream.client.encode import encode_metrics
+from runstream.client.encode import encode_metric_series, encode_metrics
 from runstream.client.sender import Sender
 from runstream.client.settings import ClientSettings
 from runstream.client.spool import FLAG_BARRIER, SpoolWriter
@@ -111,6 +112,27 @@ class _Control:
         self.value = value
 
 
+class _Series:
+    """Points of one metric logged column by column (``log_metric_history``), at most
+    ``flush_points`` of them: one ``metrics.packed`` event, packed by the background thread.
+    ``timestamps`` is an array of ms, or one ms for every point."""
+
+    __slots__ = ("run_id", "key", "values", "steps", "timestamps")
+
+    def __init__(self, run_id: str, key: str, values: array[float], steps: array[int],
+                 timestamps: array[int] | int) -> None:
+        self.run_id = run_id
+        self.key = key
+        self.values = values
+        self.steps = steps
+        self.timestamps = timestamps
+
+
+def _stamps(series: _Series) -> array[int]:
+    stamps = series.timestamps
+    return array("q", (stamps,)) * len(series.values) if isinstance(stamps, int) else stamps
+
+
 class _Marker:
     """A flush request: released once everything queued before it is delivered (or spooled)."""
 
@@ -173,6 +195,36 @@ def _check_metric_key(key: object) -> None:
     if len(_GOOD_KEYS) > 100_000:
         _GOOD_KEYS.clear()
     _GOOD_KEYS.add(key)
+
+
+def _history_columns(
+    values: Iterable[float], steps: Iterable[int], timestamps: Iterable[int] | int | None
+) -> tuple[array[float], array[int], array[int] | int]:
+    """The columns of ``log_metric_history`` as arrays of float64 and int64 (one ms for
+    every point when ``timestamps`` is None or an int), or InvalidInput saying what is wrong."""
+    try:
+        vals = array("d", values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"metric values must be numbers: {exc}") from None
+    if steps is None:
+        raise InvalidInput("steps are required: one integer per value")
+    stps = _int64_column("steps", steps, len(vals))
+    if timestamps is None or isinstance(timestamps, int):
+        stamp = _time_ns() // 1_000_000 if timestamps is None else timestamps
+        if not -(1 << 63) <= stamp < 1 << 63:
+            raise InvalidInput(f"timestamp must be ms within 64 bits, got {stamp}")
+        return vals, stps, stamp
+    return vals, stps, _int64_column("timestamps", timestamps, len(vals))
+
+
+def _int64_column(name: str, column: Iterable[int], length: int) -> array[int]:
+    try:
+        ints = array("q", column)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"{name} must be integers within 64 bits: {exc}") from None
+    if len(ints) != length:
+        raise InvalidInput(f"{length} values but {len(ints)} {name}")
+    return ints
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -344,6 +396,42 @@ class Run:
             q.append((run_id, key, float(value), st, ts))
         if len(q) >= self._soft:
             self._client._pressure()
+
+    def log_metric_history(
+        self,
+        key: str,
+        values: Iterable[float],
+        steps: Iterable[int],
+        timestamps: Iterable[int] | int | None = None,
+    ) -> int:
+        """Queue many points of one metric, column by column, and return how many.
+
+        For what a loop collected: per-batch losses moved off the GPU once an epoch, an
+        evaluation curve, a history copied from elsewhere. ``values`` are numbers, ``steps``
+        integers, ``timestamps`` ms per point, one ms for all, or None for now; any sequence
+        (list, tuple, ``array``, NumPy array). The columns are copied into arrays here, a few
+        ns a point against ~1 µs a ``log_metric`` call, and bad input raises InvalidInput
+        with nothing queued. The points count towards ``max_pending_points`` like
+        ``log_metric``'s: once they are queued (all of them, in events of ``flush_points``),
+        the call waits for room as ``log_metric`` does, and a BackpressureTimeout leaves them
+        queued (nothing to re-log). They keep their order with everything else logged to the
+        run.
+        """
+        if key not in _GOOD_KEYS:
+            _check_metric_key(key)
+        self._live()
+        vals, stps, stamps = _history_columns(values, steps, timestamps)
+        n = len(vals)
+        size = self._client._batch
+        for start in range(0, n, size):
+            end = start + size
+            self._q.append(_Series(
+                self.run_id, key, vals[start:end], stps[start:end],
+                stamps if isinstance(stamps, int) else stamps[start:end],
+            ))
+        if n:
+            self._client._queued_series(n)
+        return n
 
     # ------------------------------------------------------- params and tags
 
@@ -557,6 +645,10 @@ class Client:
         self.stats = ClientStats()
         self._pid = os.getpid()
         self._q: deque[Any] = deque()
+        # Points queued in _Series items (each is one deque item): with len(self._q), what
+        # max_pending_points bounds. Changed by callers and the background thread: locked.
+        self._series_points = 0
+        self._series_lock = threading.Lock()
         self._max_pending = opts.max_pending_points
         self._soft = max(1, min(opts.flush_points, opts.max_pending_points))
         self._batch = opts.flush_points
@@ -789,8 +881,23 @@ class Client:
         wake = self._wake
         if not wake.is_set():
             wake.set()
-        if len(self._q) >= self._max_pending:
+        if self._pending_points() >= self._max_pending:
             self._block()
+
+    def _pending_points(self) -> int:
+        """Points in memory, about: a queued event or flush request counts as one."""
+        return len(self._q) + self._series_points
+
+    def _queued_series(self, points: int) -> None:
+        """A _Series of ``points`` was queued: count them, and wake or wait as for points."""
+        with self._series_lock:
+            self._series_points += points
+        if self._pending_points() >= self._soft:
+            self._pressure()
+
+    def _released_series(self, points: int) -> None:
+        with self._series_lock:
+            self._series_points -= points
 
     def _block(self) -> None:
         opts = self.options
@@ -801,14 +908,14 @@ class Client:
         with self._room:
             self._waiting += 1
             try:
-                while len(self._q) >= self._max_pending:
+                while self._pending_points() >= self._max_pending:
                     if self._io_error is not None or not self._thread.is_alive():
                         raise ClientClosed("the runstream client's background thread is not "
                                            f"running ({self._io_error!r}); points cannot be kept")
                     now = time.monotonic()
                     if deadline is not None and now >= deadline:
                         raise BackpressureTimeout(
-                            f"{len(self._q)} points pending (max_pending_points="
+                            f"{self._pending_points()} points pending (max_pending_points="
                             f"{self._max_pending}) for {now - t0:.1f}s: {self._why_full()}; "
                             "nothing was dropped"
                         )
@@ -878,6 +985,8 @@ class Client:
     def _abandon_after_fork(self) -> None:
         self._closed = True
         self._q = deque()
+        self._series_points = 0
+        self._series_lock = threading.Lock()
         for seg in self.writer.segments:
             with contextlib.suppress(OSError):
                 seg.close()
@@ -974,8 +1083,10 @@ class Client:
         self._spool_full_since = None
         popleft = q.popleft
         n = min(len(q), self._drain_max)
-        items = [popleft() for _ in range(n)]
-        records, markers, points = self._encode(items)
+        items = list(itertools.starmap(popleft, itertools.repeat((), n)))  # no bytecode a point
+        records, markers, points, series = self._encode(items)
+        if series:
+            self._released_series(series)
         if records:
             end = self.writer.append(records)
             self.writer.sync()
@@ -993,24 +1104,35 @@ class Client:
             with self._room:
                 self._room.notify_all()
 
-    def _encode(self, items: list[Any]) -> tuple[list[tuple[int, bytes, bytes]], list[_Marker], int]:
-        """Turn queue items into spool records, keeping each run's events in logged order.
+    def _encode(
+        self, items: list[Any]
+    ) -> tuple[list[tuple[int, bytes, bytes]], list[_Marker], int, int]:
+        """Turn queue items into spool records, keeping each run's events in logged order;
+        also returns the points spooled, and how many of them came from _Series items.
 
         Consecutive points of a run become one columnar ``metrics.packed`` event (split at
-        ``flush_points``); an event of a run goes after that run's points logged before it.
+        ``flush_points``), a _Series one of its own; an event of a run goes after that run's
+        points logged before it.
         """
         out: list[tuple[int, bytes, bytes]] = []
         markers: list[_Marker] = []
         pending: dict[str, list[list[tuple[Any, ...]]]] = {}
-        points = 0
+        points = series = 0
         kinds = set(map(type, items))
         if kinds == {tuple}:
             controls: list[int] = []
         else:
             controls = [i for i, it in enumerate(items) if it.__class__ is not tuple]
+        # Adjacent _Series of one run and metric (a loop of log_metric_history calls) go
+        # out as one event of up to flush_points: fewer, larger events for every stage.
+        acc: list[_Series] = []
+        accumulated = 0
         prev = 0
         for i in itertools.chain(controls, (len(items),)):
             if i > prev:
+                if acc:
+                    out.append(self._encode_series(acc))
+                    acc = []
                 chunk = items[prev:i]
                 points += len(chunk)
                 runs = set(map(_first, chunk))
@@ -1024,6 +1146,17 @@ class Client:
                         pending.setdefault(run_id, []).append(pts)
             if i < len(items):
                 item = items[i]
+                n = len(item.values) if item.__class__ is _Series else 0
+                series += n
+                if (n and acc and item.run_id == acc[0].run_id and item.key == acc[0].key
+                        and accumulated + n <= self._batch):
+                    acc.append(item)
+                    accumulated += n
+                    prev = i + 1
+                    continue
+                if acc:
+                    out.append(self._encode_series(acc))
+                    acc = []
                 if item.__class__ is _Marker:
                     for run_id in list(pending):
                         self._emit_points(run_id, pending.pop(run_id), out)
@@ -1031,11 +1164,30 @@ class Client:
                 else:
                     if item.run_id is not None and item.run_id in pending:
                         self._emit_points(item.run_id, pending.pop(item.run_id), out)
-                    out.append((item.flags, item.key, item.value))
+                    if n:
+                        acc, accumulated = [item], n
+                    else:
+                        out.append((item.flags, item.key, item.value))
             prev = i + 1
+        if acc:
+            out.append(self._encode_series(acc))
         for run_id in list(pending):
             self._emit_points(run_id, pending.pop(run_id), out)
-        return out, markers, points
+        return out, markers, points + series, series
+
+    def _encode_series(self, parts: list[_Series]) -> tuple[int, bytes, bytes]:
+        """The spool record of adjacent _Series of one run and metric: one event."""
+        first = parts[0]
+        values, steps, stamps = first.values, first.steps, first.timestamps
+        if len(parts) > 1:
+            values = array("d", b"".join(p.values.tobytes() for p in parts))
+            steps = array("q", b"".join(p.steps.tobytes() for p in parts))
+            stamps = array("q", b"".join(_stamps(p).tobytes() for p in parts))
+        return (0, first.run_id.encode(), encode_metric_series(
+            first.run_id, first.key, values, steps,
+            stamps if isinstance(stamps, array) else _stamps(first),
+            producer=self.producer_name, event_time_ms=now_ms(),
+        ))
 
     def _emit_points(self, run_id: str, chunks: list[list[tuple[Any, ...]]],
                      out: list[tuple[int, bytes, bytes]]) -> None:
@@ -1097,7 +1249,7 @@ class Client:
         """Counters for tests, benchmarks and the curious."""
         s = self.sender.stats
         return {
-            "pending_points": len(self._q),
+            "pending_points": self._pending_points(),
             "waiting_callers": self._waiting,
             "blocked_calls": self.stats.blocked_calls,
             "blocked_s": round(self.stats.blocked_s, 3),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,24 @@ def log_metrics(
     run.log_metrics(metrics, step, timestamp)
     if synchronous:
         run._client.flush()
+
+
+def log_metric_history(
+    key: str,
+    values: Iterable[float],
+    steps: Iterable[int],
+    timestamps: Iterable[int] | int | None = None,
+    *,
+    run_id: str | None = None,
+    synchronous: bool | None = None,
+) -> int:
+    """Queue many points of one metric at once, column by column (see
+    ``Run.log_metric_history``); returns how many."""
+    run = _run(run_id)
+    n = run.log_metric_history(key, values, steps, timestamps)
+    if synchronous:
+        run._client.flush()
+    return n
 
 
 def log_param(key: str, value: Any) -> Any:
