@@ -87,17 +87,27 @@ def test_log_metric_call_cost_and_end_run(topics: Settings, bootstrap: str, tmp_
         runstream.shutdown()
 
 
+# A rank: ``n`` points, one log_metric call each (mode "log_metric"), or HISTORY_CALL_POINTS
+# a log_metric_history call (mode "history"; the values list is built per call, as MLflow's
+# side builds its Metric objects per log_batch call).
+HISTORY_CALL_POINTS = 1000
 WORKER = textwrap.dedent("""
     import json, os, sys, time, runstream
-    n = int(sys.argv[1])
+    n, mode, chunk = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     base = int(os.environ["RUNSTREAM_RANK"]) * n
     with runstream.start_run() as run:
         print("started", flush=True)
         t0 = time.time()
         # Distinct values per rank: the read model keeps one copy of an exact duplicate
         # (same run, key, step, timestamp and value), as MLflow's store does.
-        for i in range(n):
-            runstream.log_metric("loss", float(base + i), i)
+        if mode == "log_metric":
+            for i in range(n):
+                runstream.log_metric("loss", float(base + i), i)
+        else:
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                runstream.log_metric_history(
+                    "loss", [float(base + i) for i in range(start, stop)], range(start, stop))
         t_logged = time.time()
     t_delivered = time.time()
     cpu = os.times()
@@ -109,11 +119,12 @@ WORKER = textwrap.dedent("""
 
 def log_from_ranks(
     node: QueryNode, settings: Settings, bootstrap: str, spool_root: Path, processes: int,
-    per: int, experiment: str, timeout_s: float,
+    per: int, experiment: str, timeout_s: float, mode: str = "log_metric",
 ) -> tuple[str, list[dict[str, Any]], float]:
-    """``processes`` WORKER ranks log ``per`` points each to one new run (rank 0 creates it);
-    returns the run id, each rank's result and the time (time.time()) at which ``node``'s
-    read model held every point (or the deadline passed: the caller checks the count)."""
+    """``processes`` WORKER ranks log ``per`` points each to one new run (rank 0 creates it),
+    by ``mode`` ("log_metric" or "history"); returns the run id, each rank's result and the
+    time (time.time()) at which ``node``'s read model held every point (or the deadline
+    passed: the caller checks the count)."""
     run_id = runstream.new_run_id()
     total = per * processes
     env = {k: v for k, v in os.environ.items() if k not in CLEAR_ENV}
@@ -123,7 +134,7 @@ def log_from_ranks(
     procs = []
     for rank in range(processes):
         p = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(per)], stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", WORKER, str(per), mode, str(HISTORY_CALL_POINTS)], stdout=subprocess.PIPE, text=True,
             env={**env, "RUNSTREAM_RANK": str(rank),
                  "RUNSTREAM_SPOOL_DIR": str(spool_root / f"spool{rank}")},
         )

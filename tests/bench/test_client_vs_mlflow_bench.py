@@ -4,13 +4,14 @@ Run: .venv/bin/pytest tests/bench/test_client_vs_mlflow_bench.py -s --override-i
 
 From 1 and from 8 processes, in one run, one side after the other (never both at once):
 
-* runstream: the native client, ``runstream.log_metric`` in 1 or 8 rank processes logging to
-  one run (the worker and the launch of
-  test_client_bench.py::test_sustained_points_per_second_into_the_read_model) into a query
-  node with ``runstream up``'s partitions and projector batching. The interval runs from the
-  first rank's first ``log_metric`` until every point is visible in the read model
-  (``metric_summary.count`` of the run). RUNSTREAM_BENCH_VS_POINTS points in all (default
-  4,000,000).
+* runstream: the native client in 1 or 8 rank processes logging to one run (the worker and
+  the launch of test_client_bench.py::test_sustained_points_per_second_into_the_read_model)
+  into a query node with ``runstream up``'s partitions and projector batching, twice: with
+  ``runstream.log_metric``, one call a point (a training loop's path), and with
+  ``runstream.log_metric_history``, 1,000 points a call (like for like with MLflow's
+  ``log_batch`` of 1,000 metrics). The interval runs from the first rank's first call until
+  every point is visible in the read model (``metric_summary.count`` of the run).
+  RUNSTREAM_BENCH_VS_POINTS points in all (default 4,000,000).
 * MLflow: ``MlflowClient().log_batch`` with 1,000 metrics a call against MLflow 3.17.2's own
   tracking server with a SQLite backend (a new database per measurement; the harness of
   test_mlflow_bench.py, in mlflow_server.py), from 1 or 8 forked client processes, each logging
@@ -19,8 +20,8 @@ From 1 and from 8 processes, in one run, one side after the other (never both at
   returned call is visible to readers. MLflow's side is not charged for process start-up,
   runstream's is (its ranks start while rank 0 already logs).
 
-Prints the figures of each side, then a table: processes, runstream points/s, MLflow points/s,
-their ratio and whether runstream reaches 100x MLflow's rate, with ``os.getloadavg()`` (this
+Prints the figures of each side, then a table: processes, runstream's API, its points/s,
+MLflow's points/s, their ratio and whether runstream reaches 100x MLflow's rate, with ``os.getloadavg()`` (this
 machine may be shared). Asserts only that every point arrived, never on time. Only one Kafka
 broker runs meanwhile (the session's), idle while MLflow is measured. If MLflow's virtual
 environment cannot be made, the reason is printed and runstream alone is measured.
@@ -49,6 +50,8 @@ PROCESSES = (1, 8)
 RUNSTREAM_POINTS = int(os.environ.get("RUNSTREAM_BENCH_VS_POINTS", 4_000_000))
 MLFLOW_CALLS = {1: 40, 8: 25}  # log_batch calls per client process, by process count
 TARGET_RATIO = 100.0
+# runstream's two ways of logging, by the name printed: the WORKER mode of test_client_bench.
+RUNSTREAM_APIS = {"log_metric": "log_metric", "log_metric_history x1000": "history"}
 
 
 @dataclass
@@ -82,8 +85,10 @@ def _cpu_s(pid: int | None = None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _runstream_rate(bootstrap: str, tmp: Path, processes: int, broker_pid: int | None) -> Rate:
-    """``processes`` rank processes log RUNSTREAM_POINTS points to one run, timed into the read model."""
+def _runstream_rate(bootstrap: str, tmp: Path, processes: int, broker_pid: int | None,
+                    mode: str) -> Rate:
+    """``processes`` rank processes log RUNSTREAM_POINTS points to one run by ``mode``
+    ("log_metric" or "history"), timed into the read model."""
     settings = node_settings(bootstrap, tmp / "data", partitions=6, batch_max_ms=50)
     load_before = _load()
     node_cpu, broker_cpu = _cpu_s(), _cpu_s(broker_pid) if broker_pid else None
@@ -92,7 +97,8 @@ def _runstream_rate(bootstrap: str, tmp: Path, processes: int, broker_pid: int |
     total = per * processes
     try:
         run_id, results, t_visible = log_from_ranks(
-            node, settings, bootstrap, tmp, processes, per, "bench-vs-mlflow", timeout_s=1800
+            node, settings, bootstrap, tmp, processes, per, "bench-vs-mlflow", timeout_s=1800,
+            mode=mode,
         )
         with node.store.reading() as cur:
             row = cur.execute("SELECT count FROM metric_summary WHERE run_id = ?",
@@ -115,7 +121,7 @@ def _runstream_rate(bootstrap: str, tmp: Path, processes: int, broker_pid: int |
     return Rate(total, t_visible - start, load_before, _load(),
                 f"{processes} x {per:,} points into one run; all logged after {logged:.2f} s, "
                 f"acknowledged after {delivered:.2f} s, visible after {t_visible - start:.2f} s; "
-                f"log_metric blocked {blocked:.1f} s in all{cpu}")
+                f"the client blocked {blocked:.1f} s in all{cpu}")
 
 
 def _mlflow_rate(tmp: Path, processes: int) -> Rate | None:
@@ -144,14 +150,17 @@ def _mlflow_rate(tmp: Path, processes: int) -> Rate | None:
 
 @pytest.mark.timeout(5400)
 def test_points_per_second_runstream_vs_mlflow(broker: Broker, tmp_path: Path) -> None:
-    rows: dict[int, tuple[Rate, Rate | None]] = {}
+    rows: dict[int, tuple[dict[str, Rate], Rate | None]] = {}
     process = getattr(broker, "process", None)  # a local JVM's; None for other brokers
     broker_pid = process.pid if process is not None else None
     for processes in PROCESSES:
-        ours = _runstream_rate(broker.bootstrap, tmp_path / f"runstream-{processes}", processes,
-                               broker_pid)
-        print(f"\nrunstream, {ours.detail}: {ours.points_s:,.0f} points/s "
-              f"[load {ours.load_before:.1f} -> {ours.load_after:.1f}]")
+        ours = {}
+        for api, mode in RUNSTREAM_APIS.items():
+            rate = _runstream_rate(broker.bootstrap, tmp_path / f"runstream-{processes}-{mode}",
+                                   processes, broker_pid, mode)
+            print(f"\nrunstream {api}, {rate.detail}: {rate.points_s:,.0f} points/s "
+                  f"[load {rate.load_before:.1f} -> {rate.load_after:.1f}]")
+            ours[api] = rate
         theirs = _mlflow_rate(tmp_path / f"mlflow-{processes}", processes)
         if theirs is not None:
             print(f"MLflow, {theirs.detail}: {theirs.points_s:,.0f} points/s "
@@ -160,15 +169,17 @@ def test_points_per_second_runstream_vs_mlflow(broker: Broker, tmp_path: Path) -
 
     print(f"\nsustained points/s into the read model ({os.cpu_count()} cores, shared by clients, "
           f"servers and the broker; 1-min load average before -> after each side)")
-    print(f"{'procs':>5}  {'runstream pts/s':>16}  {'MLflow pts/s':>13}  {'ratio':>8}  "
-          f"{'>=100x':>6}  {'load runstream':>15}  {'load MLflow':>12}")
+    print(f"{'procs':>5}  {'runstream API':>24}  {'runstream pts/s':>16}  {'MLflow pts/s':>13}  "
+          f"{'ratio':>8}  {'>=100x':>6}  {'load runstream':>15}  {'load MLflow':>12}")
     for processes, (ours, theirs) in rows.items():
-        if theirs is None:
-            mlflow_s, ratio_s, met, load_s = "-", "-", "n/a", "-"
-        else:
-            ratio = ours.points_s / theirs.points_s
-            mlflow_s, ratio_s = f"{theirs.points_s:,.0f}", f"{ratio:,.1f}x"
-            met = "yes" if ratio >= TARGET_RATIO else "NO"
-            load_s = f"{theirs.load_before:.1f} -> {theirs.load_after:.1f}"
-        print(f"{processes:>5}  {ours.points_s:>16,.0f}  {mlflow_s:>13}  {ratio_s:>8}  {met:>6}  "
-              f"{f'{ours.load_before:.1f} -> {ours.load_after:.1f}':>15}  {load_s:>12}")
+        for api, rate in ours.items():
+            if theirs is None:
+                mlflow_s, ratio_s, met, load_s = "-", "-", "n/a", "-"
+            else:
+                ratio = rate.points_s / theirs.points_s
+                mlflow_s, ratio_s = f"{theirs.points_s:,.0f}", f"{ratio:,.1f}x"
+                met = "yes" if ratio >= TARGET_RATIO else "NO"
+                load_s = f"{theirs.load_before:.1f} -> {theirs.load_after:.1f}"
+            print(f"{processes:>5}  {api:>24}  {rate.points_s:>16,.0f}  {mlflow_s:>13}  "
+                  f"{ratio_s:>8}  {met:>6}  "
+                  f"{f'{rate.load_before:.1f} -> {rate.load_after:.1f}':>15}  {load_s:>12}")
