@@ -376,8 +376,8 @@ class Run:
         q.append((
             self.run_id,
             key,
-            float(value),
-            0 if step is None else int(step),
+            value if value.__class__ is float else float(value),  # a float as is: ~10% less
+            0 if step is None else step if step.__class__ is int else int(step),
             _time_ns() // 1_000_000 if timestamp is None else int(timestamp),
         ))
         if len(q) >= self._soft:
