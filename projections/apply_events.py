@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from runstream.projections.read_model import DDL
+from runstream.projections.read_model import DDL, RUN_RECORDS_SELECT
 from runstream.schemas import (
     ArtifactLogged,
     Event,
@@ -268,7 +268,8 @@ class _BatchApplier:
         transaction: whatever an event changes of a run (its row, params, tags, metrics)
         changes its record. A rejected event raises it too (a spurious raise only costs a
         query node one re-read, a missed one would serve a stale record); a parked one has no
-        run yet, whose creation raises it when the event is applied."""
+        run yet, whose creation raises it when the event is applied. Their run_records
+        documents fall behind until the projector refreshes them (refresh_run_records)."""
         keys = self.keys
         touched = {keys[e.run_id] for e in events if e.run_id in keys}
         if touched:
@@ -526,6 +527,7 @@ class _BatchApplier:
             "run_metric_history",
             "run_metric_summary",
             "run_artifacts",
+            "run_records",
         ):
             self.con.execute(f"DELETE FROM {table} WHERE run_key = ?", [run_key])
         for table in ("param_conflicts", "runs"):
@@ -827,6 +829,24 @@ def merge_metric_points(con: SqlConnection, points: pa.Table, keys: list[str]) -
     )
     con.execute("DROP TABLE IF EXISTS _points")
     con.execute("DROP TABLE IF EXISTS _agg")
+
+
+def stale_run_records(con: SqlConnection, limit: int) -> list[int]:
+    """Up to ``limit`` run keys whose run_records document is missing or older than the
+    run's version, newest runs first (those a user looks at)."""
+    return [k for (k,) in con.execute(
+        "SELECT r.run_key FROM runs r LEFT JOIN run_records d USING (run_key) "
+        "WHERE d.version IS DISTINCT FROM r.version ORDER BY r.run_key DESC LIMIT ?", [limit],
+    ).fetchall()]
+
+
+def refresh_run_records(con: SqlConnection, run_keys: Sequence[int]) -> None:
+    """Rewrite the run_records documents of these runs from the tables, inside the caller's
+    transaction (see read_model.RUN_RECORDS_SELECT). Delete and insert: DuckDB's INSERT OR
+    REPLACE costs 2.5x more (49 against 19 ms for 10 runs of 100,000)."""
+    keys = {"keys": list(run_keys)}
+    con.execute("DELETE FROM run_records WHERE run_key IN (SELECT unnest($keys))", keys)
+    con.execute(f"INSERT INTO run_records {RUN_RECORDS_SELECT}", keys)
 
 
 def apply_batch(con: SqlConnection, events: Sequence[Event]) -> BatchResult:

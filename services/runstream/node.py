@@ -149,6 +149,7 @@ class QueryNode:
 
             try:
                 rebuilder.run_until(rebuilder.consumer.high_watermarks(rebuilder.partitions), report)
+                rebuilder.settle_records()  # while the old file still serves
                 # The switch: stop the live projector, let the new file take the tail.
                 self.projector.stop()
                 rebuilder.run_until(rebuilder.consumer.high_watermarks(rebuilder.partitions), report)

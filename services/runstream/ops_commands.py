@@ -62,6 +62,7 @@ def cmd_project(args: argparse.Namespace) -> int:
             started = time.monotonic()
             high = projector.consumer.high_watermarks(projector.partitions)
             projector.run_until(high, lambda a, h: _progress_line(sum(a.values()), sum(h.values()), started))
+            projector.settle_records()
             sys.stderr.write("\n")
         else:
             print(f"projecting {settings.events_topic} into {store.path}; Ctrl-C to stop", flush=True)
@@ -142,6 +143,7 @@ def _rebuild_offline(settings: Settings, started: float) -> int:
     try:
         high = projector.consumer.high_watermarks(projector.partitions)
         projector.run_until(high, lambda a, h: _progress_line(sum(a.values()), sum(h.values()), started))
+        projector.settle_records()
     finally:
         projector.stop()
     sys.stderr.write("\n")

@@ -25,7 +25,13 @@ from runstream.kafka_log import (
     partition_count,
 )
 from runstream.projections import layout
-from runstream.projections.apply_events import BatchResult, Rejected, apply_batch
+from runstream.projections.apply_events import (
+    BatchResult,
+    Rejected,
+    apply_batch,
+    refresh_run_records,
+    stale_run_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +56,19 @@ class ProjectorStats:
     last_batch_at: float = 0.0
     clusterings: int = 0  # key/value tables rewritten in key order (projections.layout)
     clustering_s: float = 0.0  # the time they took, the projector applying nothing meanwhile
+    records_refreshed: int = 0  # run_records documents rewritten (refresh_records)
+    records_s: float = 0.0  # the time that took
 
 
 # How often the projector looks whether a key/value table needs re-clustering (3 row counts).
 LAYOUT_CHECK_S = 2.0
+# How often, at most, the projector rewrites the run_records documents of changed runs while
+# it keeps up with the log (a batch not full), and while it catches up (the replay of a long
+# log is not slowed by documents of runs it is about to change again); how many at most in
+# one transaction (newest runs first).
+RECORDS_REFRESH_S = 1.0
+RECORDS_REFRESH_BEHIND_S = 30.0
+RECORDS_REFRESH_MAX = 5000
 
 
 class Projector:
@@ -92,6 +107,7 @@ class Projector:
         self._high: dict[int, int] = {}
         self._high_checked = 0.0
         self._layout_checked = 0.0
+        self._records_refreshed = 0.0
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -191,6 +207,7 @@ class Projector:
         """Apply one batch (fetched here unless given); return the number of messages."""
         messages, decoded = fetched if fetched is not None else self._fetch()
         if not messages:
+            self.refresh_records()
             return 0
         next_offsets = _next_offsets(messages)
         lettered: set[str] = set()  # event ids already dead-lettered while applying
@@ -211,7 +228,38 @@ class Projector:
             self._cond.notify_all()
         self.consumer.commit_advisory(next_offsets)
         self._keep_layout()
+        self.refresh_records(behind=len(messages) >= self.batch_max_messages)
         return len(messages)
+
+    def refresh_records(self, *, force: bool = False, behind: bool = False) -> int:
+        """Rewrite the run_records documents of runs changed since theirs were made (up to
+        RECORDS_REFRESH_MAX, in one transaction); returns how many. Done every
+        RECORDS_REFRESH_S at most, or RECORDS_REFRESH_BEHIND_S when ``behind`` the log,
+        unless ``force``. Until then readers make those records from the tables."""
+        now = time.monotonic()
+        wait = RECORDS_REFRESH_BEHIND_S if behind else RECORDS_REFRESH_S
+        if not force and now - self._records_refreshed < wait:
+            return 0
+        self._records_refreshed = now
+        started = time.perf_counter()
+        try:
+            with self.store.writing() as w:
+                keys = stale_run_records(w, RECORDS_REFRESH_MAX)
+                if keys:
+                    refresh_run_records(w, keys)
+        except Exception as exc:  # noqa: BLE001 - a chore must not stop the log
+            if not blames_an_event(exc):
+                raise  # the store itself: as for a batch
+            log.exception("could not refresh run records")
+            return 0
+        self.stats.records_refreshed += len(keys)
+        self.stats.records_s += time.perf_counter() - started
+        return len(keys)
+
+    def settle_records(self) -> None:
+        """Refresh every stale run_records document now (after a replay, before serving)."""
+        while self.refresh_records(force=True) == RECORDS_REFRESH_MAX:
+            pass
 
     def _keep_layout(self, force: bool = False) -> None:
         """Re-sort the key/value tables whose unsorted tail has grown (projections.layout),

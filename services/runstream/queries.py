@@ -20,16 +20,18 @@ import io
 import json
 import math
 import threading
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby, repeat
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import duckdb
+import orjson
 
 from runstream.errors import InvalidFilter, InvalidInput, NotFound
+from runstream.projections.read_model import RECORD_RUN_COLUMNS, RUN_RECORDS_SELECT
 from runstream.projections.run_filter import (
     CompiledOrder,
     FilterSyntaxError,
@@ -190,13 +192,8 @@ class ArtifactEntry(NamedTuple):
     size: int | None
 
 
-# The runs columns in RunRecord's order (params, tags, metrics come from their own tables).
-_RUN_COLUMNS = (
-    "run_id", "experiment_id", "name", "user_id", "status", "start_time", "end_time",
-    "lifecycle_stage", "deleted_time", "artifact_uri", "source_name", "source_type",
-    "entry_point", "git_commit", "git_dirty", "parent_run_id", "has_model", "python_version",
-    "packages", "command_line", "host", "git_remote",
-)
+# The runs columns in RunRecord's order, as a run_records document opens with them.
+_RUN_COLUMNS = RECORD_RUN_COLUMNS
 _EXPERIMENT_SELECT = (
     "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, "
     "e.last_update_time"
@@ -419,21 +416,20 @@ def page_runs(cur: Cursor, sel: RunSelection, limit: int, offset: int) -> list[P
         window = max(_FIRST_WINDOW, 4 * (limit + offset))
         while window < newest:
             floor = newest - window
+            # With each row, the latest start among the runs below the window, as the first
+            # run above it recorded when it was created (runs.prior_start_max; a purged run's
+            # start may still count there, which only makes the window grow): in the same
+            # statement, a constant subquery, so the window's bound still prunes the scan.
             rows = cur.execute(
-                f"SELECT r.run_key, r.run_id, r.version, r.start_time FROM runs r "
+                f"SELECT r.run_key, r.run_id, r.version, r.start_time, (SELECT prior_start_max "
+                f"FROM runs WHERE run_key > ? ORDER BY run_key LIMIT 1) FROM runs r "
                 f"WHERE r.run_key > ? AND {sel.where} ORDER BY {order.sql} LIMIT ? OFFSET ?",
-                [floor, *args, limit, offset],
+                [floor, floor, *args, limit, offset],
             ).fetchall()
             if len(rows) == limit and rows[-1][3] is not None:
-                # The latest start among the runs below the window, as the first run above it
-                # recorded when it was created (runs.prior_start_max; a purged run's start
-                # may still count there, which only makes the window grow).
-                ((older,),) = cur.execute(
-                    "SELECT prior_start_max FROM runs WHERE run_key > ? ORDER BY run_key LIMIT 1",
-                    [floor],
-                ).fetchall()
+                older = rows[-1][4]
                 if older is None or older < rows[-1][3]:
-                    return [(key, run_id, version) for key, run_id, version, _ in rows]
+                    return [(key, run_id, version) for key, run_id, version, *_ in rows]
             window *= _WINDOW_GROWTH
     return cur.execute(
         f"SELECT r.run_key, r.run_id, r.version FROM runs r WHERE {sel.where} "
@@ -576,59 +572,75 @@ def _model_id(cur: Cursor) -> str | None:
     return rows[0][0] if rows else None
 
 
-# The runs table's rows for a set of run keys.
+# The runs table's rows for a set of run keys (records without their data).
 _RUNS_BY_KEY = (
     f"SELECT run_key, version, {', '.join(_RUN_COLUMNS)} FROM runs "
     "WHERE run_key IN (SELECT unnest(?))"
 )
-_METRIC_SUMMARY_COLUMNS = (
-    "latest_value, latest_step, latest_timestamp, min_value, max_value, count"
-)
+# Up to this many run keys are looked up in run_records as IN (?, ?, ...), which DuckDB answers
+# through the primary key's index (its index_scan_max_count): 3-4 ms for 100 runs of 100,000.
+# A bound list (IN (SELECT unnest(?))) is a semi-join scanning every document: 70 ms. Past
+# it, DuckDB scans anyway, and one scan beats many lookups.
+_INDEX_LOOKUP_KEYS = 2048
+# Keys spread over at most this many times their number are read as the range of keys they
+# span, the documents of other runs left out here: a page's runs are mostly recent and close
+# (a newest-first page of a filtered search spans ~140 keys for 100 runs: 1.6 ms, where
+# their 100 index lookups take 4).
+_RANGE_SPREAD = 4
 
 
-# From this many runs on, per-run rows are fetched through Arrow (see _per_run).
-_ARROW_FETCH_RUNS = 50
+def _record_documents(cur: Cursor, run_keys: list[int]) -> list[tuple[int, int, str]]:
+    """(run key, version, JSON document) of run_records for these runs (see read_model)."""
+    if not run_keys:
+        return []
+    low, high = min(run_keys), max(run_keys)
+    if high - low < _RANGE_SPREAD * len(run_keys):
+        wanted = set(run_keys)
+        return [row for row in cur.execute(
+            "SELECT run_key, version, record FROM run_records WHERE run_key BETWEEN ? AND ?",
+            [low, high],
+        ).fetchall() if row[0] in wanted]
+    if len(run_keys) <= _INDEX_LOOKUP_KEYS:
+        return cur.execute(
+            "SELECT run_key, version, record FROM run_records "
+            f"WHERE run_key IN ({_placeholders(len(run_keys))})",
+            run_keys,
+        ).fetchall()
+    return cur.execute(
+        "SELECT run_key, version, record FROM run_records WHERE run_key IN (SELECT unnest(?))",
+        [run_keys],
+    ).fetchall()
 
 
-def _columns(cur: Cursor, sql: str, run_keys: list[int]) -> list[Any] | None:
-    """The result columns of a query over run keys (bound as ``$keys``), None for no rows:
-    through Arrow for many runs (DuckDB's row tuples cost 1.5-3x more there), as tuples for a
-    few (Arrow's fixed cost per query is then the larger one)."""
-    if len(run_keys) < _ARROW_FETCH_RUNS:
-        rows = cur.execute(sql, {"keys": run_keys}).fetchall()
-        return list(zip(*rows, strict=True)) if rows else None
-    table = cur.sql(sql, params={"keys": run_keys}).to_arrow_table()
-    return [c.to_pylist() for c in table.columns] if table.num_rows else None
-
-
-def _per_run(columns: Sequence[Sequence[Any]], make: type | None = None) -> dict[int, dict[str, Any]]:
-    """``{run key: {key: value}}`` from columns (run_key, key, value) ordered by run_key, key;
-    with ``make``, the value is ``make(key, *rest)`` of columns (run_key, key, *rest).
-
-    A page of 1000 runs has 35,000 such rows: they are never looped over in Python. Tuples
-    are made by ``map`` and each run's dict from slices of the columns: 115 ms became 49 for
-    the metrics of 1000 runs.
-    """
-    names = columns[1]
-    values = columns[2] if make is None else list(
-        map(tuple.__new__, repeat(make), zip(*columns[1:], strict=True))
+def _run_record(row: Sequence[Any], params: dict[str, str], tags: dict[str, str],
+                metrics: dict[str, MetricSummary]) -> RunRecord:
+    """A RunRecord of the runs columns in _RUN_COLUMNS order and the run's data."""
+    (run_id, experiment_id, name, user_id, status, start_time, end_time, stage, deleted_time,
+     artifact_uri, source_name, source_type, entry_point, git_commit, git_dirty, parent,
+     has_model, python_version, packages, command_line, host, git_remote) = row
+    return RunRecord(
+        run_id, experiment_id, name, user_id, status, start_time, end_time, stage,
+        deleted_time, artifact_uri, source_name, source_type, entry_point, git_commit,
+        git_dirty, parent, bool(has_model), python_version, list(packages or ()),
+        list(command_line or ()), host, params, tags, metrics, git_remote,
     )
-    out: dict[int, dict[str, Any]] = {}
-    start = 0
-    for run_key, rows_of_run in groupby(columns[0]):
-        end = start + len(list(rows_of_run))
-        out[run_key] = dict(zip(names[start:end], values[start:end], strict=True))
-        start = end
-    return out
 
 
-# A run's params (kind 0) and tags (kind 1) in one statement: every statement costs DuckDB
-# and the binding a millisecond or two whatever its size.
-_PARAMS_AND_TAGS = (
-    "SELECT 0 AS kind, run_key, key, value FROM run_params WHERE run_key IN (SELECT unnest($keys)) "
-    "UNION ALL SELECT 1, run_key, key, value FROM run_tags WHERE run_key IN (SELECT unnest($keys)) "
-    "ORDER BY kind, run_key, key"
-)
+_first = itemgetter(0)
+
+
+def _decoded_record(document: str) -> RunRecord:
+    """A RunRecord of its run_records document, read by orjson (3x faster than json here;
+    json reads a document holding NaN or an infinity, which orjson refuses). Each summary is
+    tuple.__new__ of its row (the document's order is MetricSummary's), with no loop in
+    Python: a page of 1000 runs makes 20,000 of them."""
+    try:
+        row, params, tags, metrics = orjson.loads(document)
+    except orjson.JSONDecodeError:
+        row, params, tags, metrics = json.loads(document)
+    summaries = dict(zip(map(_first, metrics), map(tuple.__new__, repeat(MetricSummary), metrics),
+                         strict=True))
+    return _run_record(row, params, tags, summaries)
 
 
 def _run_records(cur: Cursor, run_ids: list[str], *, with_data: bool) -> list[RunRecord]:
@@ -657,7 +669,7 @@ def _records(cur: Cursor, page: Sequence[PageRow], *, with_data: bool) -> list[R
         return []
     model = _model_id(cur) if with_data and RECORDS.capacity else None
     found = RECORDS.get_many(model, page) if model is not None else {}
-    missing = [run_key for run_key, _, _ in page if run_key not in found]
+    missing = [row for row in page if row[0] not in found]
     if missing:
         read = _read_records(cur, missing, with_data=with_data)
         if model is not None:
@@ -673,42 +685,26 @@ def _records(cur: Cursor, page: Sequence[PageRow], *, with_data: bool) -> list[R
 
 
 def _read_records(
-    cur: Cursor, run_keys: list[int], *, with_data: bool
+    cur: Cursor, page: Sequence[PageRow], *, with_data: bool
 ) -> dict[int, tuple[int, RunRecord]]:
-    """(version, RunRecord) by run key, read from the tables in the caller's snapshot: the
-    runs, their params and tags, and their metric summaries, in 3 bulk queries on the
-    integer key."""
-    rows = {row[0]: row[1:] for row in cur.execute(_RUNS_BY_KEY, [run_keys]).fetchall()}
-    params: dict[int, dict[str, str]] = {}
-    tags: dict[int, dict[str, str]] = {}
-    metrics: dict[int, dict[str, MetricSummary]] = {}
-    if with_data and rows:
-        keys = list(rows)
-        kv = _columns(cur, _PARAMS_AND_TAGS, keys)
-        if kv is not None:
-            first_tag = bisect_left(kv[0], 1)
-            params = _per_run([column[:first_tag] for column in kv[1:]])
-            tags = _per_run([column[first_tag:] for column in kv[1:]])
-        summaries = _columns(
-            cur, f"SELECT run_key, key, {_METRIC_SUMMARY_COLUMNS} FROM run_metric_summary "
-            "WHERE run_key IN (SELECT unnest($keys)) ORDER BY run_key, key", keys,
+    """(version, RunRecord) by run key of a page's runs, read in the caller's snapshot: with
+    data, their run_records documents (one statement, by index), those older than the run's
+    version in the page made from the tables (runs the projector has not refreshed yet);
+    without, their runs rows."""
+    run_keys = [run_key for run_key, _, _ in page]
+    if not with_data:
+        return {
+            row[0]: (row[1], _run_record(row[2:], {}, {}, {}))
+            for row in cur.execute(_RUNS_BY_KEY, [run_keys]).fetchall()
+        }
+    documents = {key: (version, doc) for key, version, doc in _record_documents(cur, run_keys)}
+    stale = [key for key, _, version in page if documents.get(key, (None,))[0] != version]
+    if stale:
+        documents.update(
+            (key, (version, doc))
+            for key, version, doc in cur.execute(RUN_RECORDS_SELECT, {"keys": stale}).fetchall()
         )
-        if summaries is not None:
-            metrics = _per_run(summaries, MetricSummary)
-    records = {}
-    for run_key, row in rows.items():
-        (version, run_id, experiment_id, name, user_id, status, start_time, end_time, stage,
-         deleted_time, artifact_uri, source_name, source_type, entry_point, git_commit,
-         git_dirty, parent, has_model, python_version, packages, command_line, host,
-         git_remote) = row
-        records[run_key] = (version, RunRecord(
-            run_id, experiment_id, name, user_id, status, start_time, end_time, stage,
-            deleted_time, artifact_uri, source_name, source_type, entry_point, git_commit,
-            git_dirty, parent, bool(has_model), python_version, list(packages or ()),
-            list(command_line or ()), host, params.get(run_key, {}), tags.get(run_key, {}),
-            metrics.get(run_key, {}), git_remote,
-        ))
-    return records
+    return {key: (version, _decoded_record(doc)) for key, (version, doc) in documents.items()}
 
 
 def run_stage(cur: Cursor, run_id: str) -> str:

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from runstream.kafka_log import EventProducer
 from runstream.node import DAY_MS, QueryNode
-from runstream.projections.read_model import PROJECTED_TABLES, projected_rows_sql
+from runstream.projections.read_model import PROJECTED_TABLES, RUN_RECORDS_SELECT, projected_rows_sql
 from runstream.schemas import (
     MetricsLogged,
     MetricsLoggedBody,
@@ -58,9 +58,22 @@ def workload(n_runs: int, seed: int = 7) -> list:
 def tables(path: Path) -> dict[str, list]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {t: sorted(con.execute(projected_rows_sql(t)).fetchall(), key=repr) for t in PROJECTED_TABLES}
+        found = {t: sorted(con.execute(projected_rows_sql(t)).fetchall(), key=repr)
+                 for t in PROJECTED_TABLES}
+        found["run_records"] = current_records(con)
+        return found
     finally:
         con.close()
+
+
+def current_records(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """The run_records documents, sorted, after checking that every run has one at its
+    version, equal to the one its tables give (what a settled projector leaves)."""
+    stored = cur.execute("SELECT run_key, version, record FROM run_records").fetchall()
+    keys = [k for (k,) in cur.execute("SELECT run_key FROM runs").fetchall()]
+    made = cur.execute(RUN_RECORDS_SELECT, {"keys": keys}).fetchall()
+    assert sorted(stored) == sorted(made)
+    return sorted(record for _, _, record in stored)
 
 
 def current_db(data_dir: Path) -> Path:
@@ -114,7 +127,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     after_crashes, replay = tables(current_db(crashed)), tables(current_db(clean))
     assert len(replay["runs"]) == 60
     assert len(replay["metric_history"]) == 60 * 6 * 100
-    for table in PROJECTED_TABLES:
+    for table in (*PROJECTED_TABLES, "run_records"):
         assert after_crashes[table] == replay[table], f"{table} differs after {kills} SIGKILLs"
 
 
@@ -156,11 +169,24 @@ def test_rebuild_gives_the_same_tables_and_the_node_answers_throughout(node: Que
     with node.store.reading() as cur:
         after = {t: sorted(cur.execute(projected_rows_sql(t)).fetchall(), key=repr) for t in PROJECTED_TABLES}
     assert after == before
+    with node.store.reading() as cur:
+        assert len(current_records(cur)) == 30, "the new file serves current documents"
     # The node goes on projecting into the new file.
     more = node.producer.publish_and_wait([run_created("after-rebuild")])
     _wait_applied(node, more)
     with node.store.reading() as cur:
         assert cur.execute("SELECT count(*) FROM runs").fetchone() == (31,)
+    # Its document follows once the projector is idle (RECORDS_REFRESH_S, 1 s).
+    deadline = time.monotonic() + 20
+    while True:
+        with node.store.reading() as cur:
+            stale = cur.execute("SELECT count(*) FROM runs r LEFT JOIN run_records d "
+                                "USING (run_key) WHERE d.version IS DISTINCT FROM r.version"
+                                ).fetchone()[0]
+            if stale == 0 or time.monotonic() > deadline:
+                assert len(current_records(cur)) == 31
+                break
+        time.sleep(0.2)
 
 
 def test_retention_purges_runs_past_the_window_with_an_injected_clock(node: QueryNode) -> None:

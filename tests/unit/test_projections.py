@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import struct
@@ -10,7 +11,12 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runstream.projections.apply_events import apply_batch, create_read_model
+from runstream.projections.apply_events import (
+    apply_batch,
+    create_read_model,
+    refresh_run_records,
+    stale_run_records,
+)
 from runstream.projections.read_model import PROJECTED_TABLES, projected_rows_sql
 from runstream.schemas import (
     ArtifactLogged,
@@ -23,6 +29,8 @@ from runstream.schemas import (
     RunEnded,
     RunEndedBody,
     RunPurged,
+    RunRenamed,
+    RunRenamedBody,
     RunRestored,
     TagDeleted,
     TagDeletedBody,
@@ -312,6 +320,53 @@ def test_purge_removes_the_run_everywhere_and_restore_is_refused(con) -> None:
     result = apply(con, [ev(RunRestored, run_id="r"), metrics("r", [("m", 3.0, 2, 3)])])
     assert [r.reason for r in result.rejected] == ["run_purged", "run_purged"]
     assert con.execute("SELECT count(*) FROM purged_runs").fetchone() == (1,)
+
+
+def _stored_records(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute("SELECT run_key, version, record FROM run_records ORDER BY run_key").fetchall()
+
+
+def test_run_records_follow_every_change_of_their_run(con) -> None:
+    """After every batch, the runs it changed are stale, and once refreshed each run's
+    document is the one its tables give now, at its version: whatever changed the run (row,
+    params, tags, metrics, lifecycle, purge)."""
+    batches = [
+        [run_created("r", tags={"a": "1"}), params("r", {"p": "x"}), run_created("other")],
+        [metrics("r", [("m", 1.0, 0, 1), ("m", float("nan"), 1, 2), ("n", float("inf"), 0, 1)])],
+        [ev(TagSet, TagSetBody(key="b", value='say "hi"\n'), run_id="r"),
+         ev(TagDeleted, TagDeletedBody(key="a"), run_id="r")],
+        [ev(RunRenamed, RunRenamedBody(name="renamed"), run_id="r"),
+         ev(RunEnded, RunEndedBody(status="FINISHED", end_time_ms=T0 + 9), run_id="r"),
+         ev(ArtifactLogged, ArtifactLoggedBody(path="model/MLmodel", size=3, digest="aa"),
+            run_id="r")],
+        [ev(RunDeleted, run_id="r"), metrics("other", [("m", -0.0, 0, 1)])],
+        [ev(RunRestored, run_id="r"), ev(RunPurged, run_id="other")],
+    ]
+    for batch in batches:
+        before = {k: v for k, v, _ in _stored_records(con)}
+        apply(con, batch)
+        versions = dict(con.execute("SELECT run_key, version FROM runs").fetchall())
+        stale = stale_run_records(con, 100)
+        assert stale == sorted((k for k in versions if before.get(k) != versions[k]),
+                               reverse=True)
+        assert stale, "every batch here changes a run"
+        refresh_run_records(con, stale)
+        assert stale_run_records(con, 100) == []
+        stored = _stored_records(con)
+        con.execute("BEGIN")
+        refresh_run_records(con, list(versions))
+        assert _stored_records(con) == stored, "as made from scratch"
+        con.execute("ROLLBACK")
+        assert {k: v for k, v, _ in stored} == versions
+    ((record,),) = con.execute("SELECT record FROM run_records").fetchall()
+    row, params_, tags, metrics_ = json.loads(record)
+    assert (row[0], row[2], row[4], row[6], row[7], row[16]) == (
+        "r", "renamed", "FINISHED", T0 + 9, "active", True)
+    assert (params_, tags) == ({"p": "x"}, {"b": 'say "hi"\n'})
+    # [key, latest_value, latest_step, latest_timestamp, min_value, max_value, count]
+    m, n = metrics_
+    assert m[0] == "m" and math.isnan(m[1]) and m[2:] == [1, 2, 1.0, 1.0, 2]
+    assert n == ["n", math.inf, 0, 1, math.inf, math.inf, 1]
 
 
 # ---------------------------------------------------------------- other rules

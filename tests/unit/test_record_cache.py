@@ -8,7 +8,12 @@ import random
 import duckdb
 import pytest
 from runstream import queries
-from runstream.projections.apply_events import apply_batch, create_read_model
+from runstream.projections.apply_events import (
+    apply_batch,
+    create_read_model,
+    refresh_run_records,
+    stale_run_records,
+)
 from runstream.schemas import (
     ArtifactLogged,
     ArtifactLoggedBody,
@@ -198,7 +203,9 @@ def test_another_read_model_never_serves_this_ones_records() -> None:
 @pytest.mark.parametrize("seed", range(3))
 def test_searches_with_the_cache_equal_searches_without_it(seed: int) -> None:
     """Random batches of every kind of run change, purges included; after each batch the
-    same searches with and without the cache return equal records."""
+    same searches with and without the cache return equal records, and equal the records of
+    run_records documents all refreshed: the projector refreshes them at times of its own
+    (here: some of them after some batches), a stale one is made from the tables."""
     rng = random.Random(seed)
     con = _db()
     cur = con.cursor()
@@ -240,8 +247,16 @@ def test_searches_with_the_cache_equal_searches_without_it(seed: int) -> None:
                 batch.append(ev(RunPurged, run_id=run))
                 live.remove(run)
         _apply(con, batch)
+        stale = stale_run_records(con, 1000)
+        if stale and rng.random() < 0.5:
+            refresh_run_records(con, rng.sample(stale, rng.randint(1, len(stale))))
         for search in searches:
-            assert queries.search_runs(cur, **search)[0] == _uncached(cur, **search), search
+            found = queries.search_runs(cur, **search)[0]
+            assert found == _uncached(cur, **search), search
+            con.execute("BEGIN")
+            refresh_run_records(con, stale_run_records(con, 1000))
+            assert found == _uncached(con, **search), search
+            con.execute("ROLLBACK")
         for run in rng.sample(live, min(3, len(live))):
             assert queries.get_run(cur, run) == _uncached(
                 cur, experiment_ids=["0"], view="all", filter=f"run_id = '{run}'"
@@ -296,9 +311,9 @@ class _Rows:
 
 
 def test_a_batch_committed_in_the_middle_of_a_read_is_not_seen_by_it(tmp_path) -> None:
-    """Between the statement reading a run's row and the one reading its params, the run is
-    purged and a new run gets its key: the read, one snapshot, still sees the old run whole
-    (and files it under that snapshot's version)."""
+    """Between the statement finding a run's key and version and the one reading its record,
+    the run is purged and a new run gets its key: the read, one snapshot, still sees the old
+    run whole (and files it under that snapshot's version)."""
     from runstream.read_store import SingleFileStore
 
     con = duckdb.connect(str(tmp_path / "model.duckdb"))
@@ -308,7 +323,7 @@ def test_a_batch_committed_in_the_middle_of_a_read_is_not_seen_by_it(tmp_path) -
     swap = [ev(RunPurged, run_id="a"), run_created("b", t=T0 + 1), params("b", {"who": "b"})]
     with store.reading() as cur:
         run = queries.get_run(
-            _Interrupted(cur, con.cursor(), "FROM runs WHERE run_key IN", swap), "a"  # type: ignore[arg-type]
+            _Interrupted(cur, con.cursor(), "FROM runs WHERE run_id IN", swap), "a"  # type: ignore[arg-type]
         )
     assert (run.run_id, run.params) == ("a", {"who": "a"})
     with store.reading() as cur:
@@ -325,3 +340,23 @@ def test_the_cache_size_setting_refuses_a_negative_size(monkeypatch: pytest.Monk
         Settings()
     monkeypatch.setenv("RUNSTREAM_RECORD_CACHE_ITEMS", "0")  # turns the cache off
     assert Settings().record_cache_items == 0
+
+
+def test_a_document_with_nan_or_infinity_is_read_as_the_tables_give_it() -> None:
+    """orjson refuses NaN and Infinity, which DuckDB writes into such a document: the record
+    is read by the standard library then, the same as one made from the tables."""
+    import math
+
+    con = _db()
+    _apply(con, [run_created("r"), params("r", {"lr": "0.1"}),
+                 metrics("r", [("nan", math.nan, 0, 1), ("inf", -math.inf, 0, 1),
+                               ("ok", 0.5, 3, 4)])])
+    from_tables = queries.get_run(con.cursor(), "r")
+    refresh_run_records(con, stale_run_records(con, 10))
+    assert stale_run_records(con, 10) == []
+    queries.RECORDS.clear()
+    from_document = queries.get_run(con.cursor(), "r")
+    assert repr(from_document) == repr(from_tables)  # repr: NaN != NaN
+    summary = from_document.metrics
+    assert math.isnan(summary["nan"].latest_value) and summary["inf"].min_value == -math.inf
+    assert summary["ok"] == ("ok", 0.5, 3, 4, 0.5, 0.5, 1)
