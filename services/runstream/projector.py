@@ -63,7 +63,7 @@ class ProjectorStats:
 # How often the projector looks whether a key/value table needs re-clustering (3 row counts).
 LAYOUT_CHECK_S = 2.0
 # How often, at most, the projector rewrites the run_records documents of changed runs while
-# it keeps up with the log (a batch not full), and while it catches up (the replay of a long
+# it keeps up with the log, and while it catches up (the replay of a long
 # log is not slowed by documents of runs it is about to change again); how many at most in
 # one transaction (newest runs first).
 RECORDS_REFRESH_S = 1.0
@@ -107,7 +107,7 @@ class Projector:
         self._high: dict[int, int] = {}
         self._high_checked = 0.0
         self._layout_checked = 0.0
-        self._records_refreshed = 0.0
+        self._records_refreshed = time.monotonic()  # a replay starts behind: none for 30 s
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -228,8 +228,14 @@ class Projector:
             self._cond.notify_all()
         self.consumer.commit_advisory(next_offsets)
         self._keep_layout()
-        self.refresh_records(behind=len(messages) >= self.batch_max_messages)
+        self.refresh_records(behind=self._behind())
         return len(messages)
+
+    def _behind(self) -> bool:
+        """Whether the log holds more than what is applied, by the high watermarks last
+        read (at most a second old, so a live projector reads as caught up)."""
+        applied = self.applied_offsets()
+        return any(high > applied.get(p, 0) for p, high in self._high.items())
 
     def refresh_records(self, *, force: bool = False, behind: bool = False) -> int:
         """Rewrite the run_records documents of runs changed since theirs were made (up to
