@@ -97,6 +97,7 @@ WORKER = textwrap.dedent("""
     base = int(os.environ["RUNSTREAM_RANK"]) * n
     with runstream.start_run() as run:
         print("started", flush=True)
+        sys.stdin.readline()  # the barrier: every rank started, the parent releases them
         t0 = time.time()
         # Distinct values per rank: the read model keeps one copy of an exact duplicate
         # (same run, key, step, timestamp and value), as MLflow's store does.
@@ -122,9 +123,11 @@ def log_from_ranks(
     per: int, experiment: str, timeout_s: float, mode: str = "log_metric",
 ) -> tuple[str, list[dict[str, Any]], float]:
     """``processes`` WORKER ranks log ``per`` points each to one new run (rank 0 creates it),
-    by ``mode`` ("log_metric" or "history"); returns the run id, each rank's result and the
-    time (time.time()) at which ``node``'s read model held every point (or the deadline
-    passed: the caller checks the count)."""
+    by ``mode`` ("log_metric" or "history"), all released at once when every one of them has
+    started (as MLflow's side is released by a barrier: process start-up is not timed);
+    returns the run id, each rank's result (with "released", the release time) and the time
+    (time.time()) at which ``node``'s read model held every point (or the deadline passed:
+    the caller checks the count)."""
     run_id = runstream.new_run_id()
     total = per * processes
     env = {k: v for k, v in os.environ.items() if k not in CLEAR_ENV}
@@ -134,7 +137,8 @@ def log_from_ranks(
     procs = []
     for rank in range(processes):
         p = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(per), mode, str(HISTORY_CALL_POINTS)], stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", WORKER, str(per), mode, str(HISTORY_CALL_POINTS)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**env, "RUNSTREAM_RANK": str(rank),
                  "RUNSTREAM_SPOOL_DIR": str(spool_root / f"spool{rank}")},
         )
@@ -142,11 +146,18 @@ def log_from_ranks(
         if rank == 0:
             assert p.stdout.readline().strip() == "started"  # the run exists
         procs.append(p)
+    for p in procs[1:]:
+        assert p.stdout is not None and p.stdout.readline().strip() == "started"
+    released = time.time()
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
     results = []
     for p in procs:
         out, _ = p.communicate(timeout=timeout_s)
         assert p.returncode == 0, out
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        results.append({**json.loads(out.strip().splitlines()[-1]), "released": released})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with node.store.reading() as cur:
@@ -169,7 +180,7 @@ def test_sustained_points_per_second_into_the_read_model(
         run_id, results, t_projected = log_from_ranks(
             node, settings, bootstrap, tmp_path, processes, per, "bench", timeout_s=900
         )
-        start = min(r["start"] for r in results)
+        start = results[0]["released"]
         logged = max(r["logged"] for r in results)
         delivered = max(r["delivered"] for r in results)
         print(f"\n{processes} process(es) x {per:,} points into one run ({total:,} points):")
