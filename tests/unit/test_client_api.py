@@ -222,11 +222,17 @@ def test_artifacts_are_copied_hashed_and_announced(tmp_path: Path) -> None:
     assert not logged["inputs/data.csv"].is_model
 
 
+def _bounded_client(tmp_path: Path) -> Client:
+    """No broker, a 64 KiB spool, 2000 points of memory, and max_block_s: a caller logging
+    on soon waits for room, then raises BackpressureTimeout."""
+    return _client(tmp_path, spool_max_bytes=64 * 1024, max_pending_points=2000,
+                   flush_points=500, max_block_s=0.3, flush_interval_ms=5)
+
+
 def test_memory_bound_blocks_then_times_out_without_dropping(tmp_path: Path) -> None:
     # No broker: nothing is ever acknowledged, the spool fills at its bound, memory fills at
     # max_pending_points, and log_metric waits; with max_block_s it raises instead.
-    client = _client(tmp_path, spool_max_bytes=64 * 1024, max_pending_points=2000,
-                     flush_points=500, max_block_s=0.3, flush_interval_ms=5)
+    client = _bounded_client(tmp_path)
     run = client.start_run()
     calls = 0
     with pytest.raises(BackpressureTimeout, match="nothing was dropped"):
@@ -385,8 +391,7 @@ def test_a_bad_metric_history_is_refused_with_nothing_queued(
 def test_a_metric_history_counts_towards_the_memory_bound(tmp_path: Path) -> None:
     # As for log_metric: no broker, the spool full, then the caller waits and times out
     # with every point of the call kept (queued before the wait).
-    client = _client(tmp_path, spool_max_bytes=64 * 1024, max_pending_points=2000,
-                     flush_points=500, max_block_s=0.3, flush_interval_ms=5)
+    client = _bounded_client(tmp_path)
     run = client.start_run()
     given = 0
     with pytest.raises(BackpressureTimeout, match="nothing was dropped"):
