@@ -437,3 +437,79 @@ def test_adjacent_histories_of_one_metric_go_as_one_event(tmp_path: Path) -> Non
     assert [p[2] for p in points if p[0] == "loss"] == list(range(111))
     assert [p[3] for p in points[:110]] == [1000] * 40 + [1001] * 40 + [1002] * 30
     assert points[-1] == ("loss", 9.0, 110, 2000)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("m", [10**400], [0]), "values must be numbers"),  # an int past float64
+        (("m", b"\x00" * 8, [0]), "values must be numbers: a bytes"),
+        (("m", [1.0], bytearray(8)), "steps must be integers within 64 bits: a bytearray"),
+        (("m", [1.0], [0], True), "not a bool"),
+        (("m", [1.0], [0], 1.5), "timestamps must be ms"),
+    ],
+)
+def test_a_metric_history_refuses_what_would_be_misread(
+    tmp_path: Path, args: tuple[Any, ...], message: str
+) -> None:
+    client = _client(tmp_path)
+    with client.start_run() as run, pytest.raises(InvalidInput, match=message):
+        run.log_metric_history(*args)
+    client.close()
+    assert _points(spooled_events(tmp_path / "spool")) == []
+
+
+def test_a_metric_history_takes_numpy_columns_and_scalars(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy", reason="NumPy arrays are one of the column kinds")
+    client = _client(tmp_path)
+    with client.start_run() as run:
+        run.log_metric_history("m", np.array([0.5, np.nan, -np.inf]), np.arange(3, dtype=np.int64),
+                               np.int64(7))
+        run.log_metric_history("m", np.array([1, 2], dtype=np.int32), np.array([3, 4]),
+                               np.array([8, 9]))
+        run.log_metric_history("m", np.array([2.0, 4.0])[::-1], [5, 6], 10)  # not contiguous
+    client.close()
+    points = _points(spooled_events(tmp_path / "spool"))
+    assert repr(points) == repr([("m", 0.5, 0, 7), ("m", math.nan, 1, 7), ("m", -math.inf, 2, 7),
+                                 ("m", 1.0, 3, 8), ("m", 2.0, 4, 9), ("m", 4.0, 5, 10),
+                                 ("m", 2.0, 6, 10)])
+
+
+class _FailingQueue:
+    """Stands in for a run's queue: the append after ``after`` ones raises (a Ctrl-C)."""
+
+    def __init__(self, queue: Any, after: int) -> None:
+        self.queue, self.after = queue, after
+
+    def append(self, item: object) -> None:
+        if self.after == 0:
+            raise KeyboardInterrupt
+        self.after -= 1
+        self.queue.append(item)
+
+
+def test_an_interrupted_history_counts_only_what_it_queued(tmp_path: Path) -> None:
+    client = _client(tmp_path, flush_points=100, flush_interval_ms=10_000)
+    run = client.start_run()
+    real = run._q
+    run._q = _FailingQueue(real, after=2)  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        run.log_metric_history("m", [1.0] * 250, range(250))  # 3 chunks, 2 queued
+    run._q = real
+    assert client._series_points == 200
+    run.end()
+    client.close()
+    assert client._series_points == 0 and client.snapshot()["pending_points"] == 0
+    assert [p[2] for p in _points(spooled_events(tmp_path / "spool"))] == list(range(200))
+
+
+def test_a_drain_takes_at_most_its_bound_in_points_of_histories(tmp_path: Path) -> None:
+    # drain_max is max(8 x flush_points, max_pending_points) = 1000 points here: 5000 points
+    # in one call (50 items) leave memory in several drains, not one.
+    client = _client(tmp_path, flush_points=100, max_pending_points=1000,
+                     flush_interval_ms=10_000)
+    with client.start_run() as run:
+        run.log_metric_history("m", [1.0] * 5000, range(5000))
+    client.close()
+    assert client.stats.drains >= 5
+    assert len(_points(spooled_events(tmp_path / "spool"))) == 5000
