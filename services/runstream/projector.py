@@ -232,10 +232,12 @@ class Projector:
         return len(messages)
 
     def _behind(self) -> bool:
-        """Whether the log holds more than what is applied, by the high watermarks last
-        read (at most a second old, so a live projector reads as caught up)."""
+        """Whether the log holds more than a batch beyond what is applied, by the high
+        watermarks last read (at most a second old): a live projector keeping up has the
+        batch the reader fetched meanwhile waiting, no more."""
         applied = self.applied_offsets()
-        return any(high > applied.get(p, 0) for p, high in self._high.items())
+        lag = sum(max(0, high - applied.get(p, 0)) for p, high in self._high.items())
+        return lag > self.batch_max_messages
 
     def refresh_records(self, *, force: bool = False, behind: bool = False) -> int:
         """Rewrite the run_records documents of runs changed since theirs were made (up to
