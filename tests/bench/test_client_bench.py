@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -97,7 +98,8 @@ WORKER = textwrap.dedent("""
     base = int(os.environ["RUNSTREAM_RANK"]) * n
     with runstream.start_run() as run:
         print("started", flush=True)
-        sys.stdin.readline()  # the barrier: every rank started, the parent releases them
+        if sys.stdin.readline().strip() != "go":  # the barrier: every rank started
+            sys.exit("not released")
         t0 = time.time()
         # Distinct values per rank: the read model keeps one copy of an exact duplicate
         # (same run, key, step, timestamp and value), as MLflow's store does.
@@ -118,6 +120,15 @@ WORKER = textwrap.dedent("""
 """)
 
 
+def _started(p: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+    """Wait for a rank's "started" line (it imported the client and joined the run)."""
+    assert p.stdout is not None
+    ready, _, _ = select.select([p.stdout], [], [], timeout_s)
+    assert ready, f"a rank did not start within {timeout_s:.0f} s"
+    line = p.stdout.readline().strip()
+    assert line == "started", f"a rank failed to start (exit code {p.poll()}): {line!r}"
+
+
 def log_from_ranks(
     node: QueryNode, settings: Settings, bootstrap: str, spool_root: Path, processes: int,
     per: int, experiment: str, timeout_s: float, mode: str = "log_metric",
@@ -134,30 +145,35 @@ def log_from_ranks(
     env.update(RUNSTREAM_KAFKA_BOOTSTRAP=bootstrap, RUNSTREAM_TOPIC_PREFIX=settings.topic_prefix,
                RUNSTREAM_RUN_ID=run_id, RUNSTREAM_DATA_DIR=str(settings.data_dir),
                RUNSTREAM_REPLAY_ON_START="0", RUNSTREAM_EXPERIMENT_NAME=experiment)
-    procs = []
-    for rank in range(processes):
-        p = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(per), mode, str(HISTORY_CALL_POINTS)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**env, "RUNSTREAM_RANK": str(rank),
-                 "RUNSTREAM_SPOOL_DIR": str(spool_root / f"spool{rank}")},
-        )
-        assert p.stdout is not None
-        if rank == 0:
-            assert p.stdout.readline().strip() == "started"  # the run exists
-        procs.append(p)
-    for p in procs[1:]:
-        assert p.stdout is not None and p.stdout.readline().strip() == "started"
-    released = time.time()
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    results = []
-    for p in procs:
-        out, _ = p.communicate(timeout=timeout_s)
-        assert p.returncode == 0, out
-        results.append({**json.loads(out.strip().splitlines()[-1]), "released": released})
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for rank in range(processes):
+            p = subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(per), mode, str(HISTORY_CALL_POINTS)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                env={**env, "RUNSTREAM_RANK": str(rank),
+                     "RUNSTREAM_SPOOL_DIR": str(spool_root / f"spool{rank}")},
+            )
+            procs.append(p)
+            if rank == 0:
+                _started(p)  # the run exists before the other ranks attach to it
+        for p in procs[1:]:
+            _started(p)
+        released = time.time()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = []
+        for p in procs:
+            out, _ = p.communicate(timeout=timeout_s)
+            assert p.returncode == 0, out
+            results.append({**json.loads(out.strip().splitlines()[-1]), "released": released})
+    finally:
+        for p in procs:  # a failed launch leaves no rank logging into the next measurement
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with node.store.reading() as cur:
