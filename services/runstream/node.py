@@ -191,6 +191,11 @@ class QueryNode:
                 # key/value tables re-sorted by key (projections.layout), and their time
                 "clusterings": projector.stats.clusterings,
                 "clustering_s": round(projector.stats.clustering_s, 2),
+                # run_records documents made (a chore, projections.read_model), their time,
+                # and the refreshes that failed
+                "records_refreshed": projector.stats.records_refreshed,
+                "records_s": round(projector.stats.records_s, 2),
+                "records_failures": projector.stats.records_failures,
             },
             "dead_letters": dict(projector.dead_letters.counts),
             "parked": self._parked(),

@@ -58,6 +58,7 @@ class ProjectorStats:
     clustering_s: float = 0.0  # the time they took, the projector applying nothing meanwhile
     records_refreshed: int = 0  # run_records documents rewritten (refresh_records)
     records_s: float = 0.0  # the time that took
+    records_failures: int = 0  # refreshes that failed (retried after RECORDS_REFRESH_BEHIND_S)
 
 
 # How often the projector looks whether a key/value table needs re-clustering (3 row counts).
@@ -258,7 +259,12 @@ class Projector:
         except Exception as exc:  # noqa: BLE001 - a chore must not stop the log
             if not blames_an_event(exc):
                 raise  # the store itself: as for a batch
-            log.exception("could not refresh run records")
+            # Readers make these records from the tables meanwhile; try again later, once
+            # every RECORDS_REFRESH_BEHIND_S, not every second with a stack trace each time.
+            self.stats.records_failures += 1
+            self._records_refreshed = now + RECORDS_REFRESH_BEHIND_S - wait
+            log.exception("could not refresh run records (failure %d; next try in %.0f s)",
+                          self.stats.records_failures, RECORDS_REFRESH_BEHIND_S)
             return 0
         self.stats.records_refreshed += len(keys)
         self.stats.records_s += time.perf_counter() - started

@@ -187,6 +187,8 @@ def test_rebuild_gives_the_same_tables_and_the_node_answers_throughout(node: Que
                 assert len(current_records(cur)) == 31
                 break
         time.sleep(0.2)
+    projected = node.health()["projected"]
+    assert projected["records_refreshed"] >= 1 and projected["records_failures"] == 0
 
 
 def test_retention_purges_runs_past_the_window_with_an_injected_clock(node: QueryNode) -> None:

@@ -57,3 +57,21 @@ def test_settling_makes_every_document_in_rounds(tmp_path: Path,
     assert len(stale_run_records(con, 100)) == 10
     p.settle_records()
     assert stale_run_records(con, 100) == [] and p.stats.records_refreshed == 10
+
+
+def test_a_failing_refresh_is_counted_and_retried_later(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    p, con = _projector(tmp_path, 2)
+
+    def fails(_con: object, _keys: object) -> None:
+        raise duckdb.ConversionException("a document that cannot be made")
+
+    monkeypatch.setattr(projector_module, "refresh_run_records", fails)
+    p._records_refreshed -= projector_module.RECORDS_REFRESH_S
+    assert p.refresh_records() == 0 and p.stats.records_failures == 1
+    assert len(stale_run_records(con, 10)) == 2, "the failed transaction changed nothing"
+    monkeypatch.undo()
+    p._records_refreshed -= projector_module.RECORDS_REFRESH_S
+    assert p.refresh_records() == 0, "not a second later: it backs off"
+    p._records_refreshed -= projector_module.RECORDS_REFRESH_BEHIND_S
+    assert p.refresh_records() == 2 and p.stats.records_failures == 1

@@ -14,7 +14,8 @@ Data path::
 Every event is written to the spool before it is produced and leaves it only after the
 broker acknowledged it, so what a SIGKILL can lose is what was still in memory: the points
 and events logged during the last ``flush_interval_ms`` (25 ms by default; at most
-``max_pending_points``, or the points of a ``log_metric_history`` call larger than that). See ``README.md`` (training client) for the full contract.
+``max_pending_points``, or the points of a ``log_metric_history`` call larger than that).
+See ``README.md`` (training client) for the full contract.
 """
 
 from __future__ import annotations
