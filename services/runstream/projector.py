@@ -64,9 +64,9 @@ class ProjectorStats:
 # How often the projector looks whether a key/value table needs re-clustering (3 row counts).
 LAYOUT_CHECK_S = 2.0
 # How often, at most, the projector rewrites the run_records documents of changed runs while
-# it keeps up with the log, and while it catches up (the replay of a long
-# log is not slowed by documents of runs it is about to change again); how many at most in
-# one transaction (newest runs first).
+# it keeps up with the log, and while it catches up (the replay of a long log is not slowed by
+# documents of runs it is about to change again); how many at most in one transaction (newest
+# runs first).
 RECORDS_REFRESH_S = 1.0
 RECORDS_REFRESH_BEHIND_S = 30.0
 RECORDS_REFRESH_MAX = 5000
@@ -229,7 +229,7 @@ class Projector:
             self._cond.notify_all()
         self.consumer.commit_advisory(next_offsets)
         self._keep_layout()
-        self.refresh_records(behind=self._behind())
+        self.refresh_records()
         return len(messages)
 
     def _behind(self) -> bool:
@@ -240,15 +240,16 @@ class Projector:
         lag = sum(max(0, high - applied.get(p, 0)) for p, high in self._high.items())
         return lag > self.batch_max_messages
 
-    def refresh_records(self, *, force: bool = False, behind: bool = False) -> int:
+    def refresh_records(self, *, force: bool = False) -> int:
         """Rewrite the run_records documents of runs changed since theirs were made (up to
         RECORDS_REFRESH_MAX, in one transaction); returns how many. Done every
-        RECORDS_REFRESH_S at most, or RECORDS_REFRESH_BEHIND_S when ``behind`` the log,
-        unless ``force``. Until then readers make those records from the tables."""
+        RECORDS_REFRESH_S at most, or RECORDS_REFRESH_BEHIND_S while behind the log, unless
+        ``force``. Until then readers make those records from the tables."""
         now = time.monotonic()
-        wait = RECORDS_REFRESH_BEHIND_S if behind else RECORDS_REFRESH_S
-        if not force and now - self._records_refreshed < wait:
-            return 0
+        since = now - self._records_refreshed
+        if not force and (since < RECORDS_REFRESH_S
+                          or (since < RECORDS_REFRESH_BEHIND_S and self._behind())):
+            return 0  # the clock first: the lag is summed only once a refresh could be due
         self._records_refreshed = now
         started = time.perf_counter()
         try:
@@ -262,7 +263,7 @@ class Projector:
             # Readers make these records from the tables meanwhile; try again later, once
             # every RECORDS_REFRESH_BEHIND_S, not every second with a stack trace each time.
             self.stats.records_failures += 1
-            self._records_refreshed = now + RECORDS_REFRESH_BEHIND_S - wait
+            self._records_refreshed = now + RECORDS_REFRESH_BEHIND_S - RECORDS_REFRESH_S
             log.exception("could not refresh run records (failure %d; next try in %.0f s)",
                           self.stats.records_failures, RECORDS_REFRESH_BEHIND_S)
             return 0

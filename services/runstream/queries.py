@@ -192,8 +192,6 @@ class ArtifactEntry(NamedTuple):
     size: int | None
 
 
-# The runs columns in RunRecord's order, as a run_records document opens with them.
-_RUN_COLUMNS = RECORD_RUN_COLUMNS
 _EXPERIMENT_SELECT = (
     "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, "
     "e.last_update_time"
@@ -574,7 +572,7 @@ def _model_id(cur: Cursor) -> str | None:
 
 # The runs table's rows for a set of run keys (records without their data).
 _RUNS_BY_KEY = (
-    f"SELECT run_key, version, {', '.join(_RUN_COLUMNS)} FROM runs "
+    f"SELECT run_key, version, {', '.join(RECORD_RUN_COLUMNS)} FROM runs "
     "WHERE run_key IN (SELECT unnest(?))"
 )
 # Up to this many run keys are looked up in run_records as IN (?, ?, ...), which DuckDB answers
@@ -614,7 +612,7 @@ def _record_documents(cur: Cursor, run_keys: list[int]) -> list[tuple[int, int, 
 
 def _run_record(row: Sequence[Any], params: dict[str, str], tags: dict[str, str],
                 metrics: dict[str, MetricSummary]) -> RunRecord:
-    """A RunRecord of the runs columns in _RUN_COLUMNS order and the run's data."""
+    """A RunRecord of the runs columns in RECORD_RUN_COLUMNS order and the run's data."""
     (run_id, experiment_id, name, user_id, status, start_time, end_time, stage, deleted_time,
      artifact_uri, source_name, source_type, entry_point, git_commit, git_dirty, parent,
      has_model, python_version, packages, command_line, host, git_remote) = row

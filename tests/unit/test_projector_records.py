@@ -34,9 +34,9 @@ def test_keeping_up_it_refreshes_at_most_once_a_second(tmp_path: Path) -> None:
     p, con = _projector(tmp_path, 3)
     p._high = {0: 105}  # the batch the reader fetched meanwhile: not behind
     assert not p._behind()
-    assert p.refresh_records(behind=p._behind()) == 0, "less than a second since the start"
+    assert p.refresh_records() == 0, "less than a second since the start"
     p._records_refreshed -= projector_module.RECORDS_REFRESH_S
-    assert p.refresh_records(behind=p._behind()) == 3
+    assert p.refresh_records() == 3
     assert stale_run_records(con, 10) == [] and p.stats.records_refreshed == 3
 
 
@@ -45,9 +45,9 @@ def test_behind_the_log_it_waits_longer(tmp_path: Path) -> None:
     p._high = {0: 100 + 11}  # more than a batch of 10 beyond what is applied
     assert p._behind()
     p._records_refreshed -= projector_module.RECORDS_REFRESH_S
-    assert p.refresh_records(behind=True) == 0
+    assert p.refresh_records() == 0
     p._records_refreshed -= projector_module.RECORDS_REFRESH_BEHIND_S
-    assert p.refresh_records(behind=True) == 3
+    assert p.refresh_records() == 3
 
 
 def test_settling_makes_every_document_in_rounds(tmp_path: Path,

@@ -116,23 +116,17 @@ class _Control:
 
 class _Series:
     """Points of one metric logged column by column (``log_metric_history``), at most
-    ``flush_points`` of them: one ``metrics.packed`` event, packed by the background thread.
-    ``timestamps`` is an array of ms, or one ms for every point."""
+    ``flush_points`` of them: one ``metrics.packed`` event, packed by the background thread."""
 
     __slots__ = ("run_id", "key", "values", "steps", "timestamps")
 
     def __init__(self, run_id: str, key: str, values: array[float], steps: array[int],
-                 timestamps: array[int] | int) -> None:
+                 timestamps: array[int]) -> None:
         self.run_id = run_id
         self.key = key
         self.values = values
         self.steps = steps
         self.timestamps = timestamps
-
-
-def _stamps(series: _Series) -> array[int]:
-    stamps = series.timestamps
-    return array("q", (stamps,)) * len(series.values) if isinstance(stamps, int) else stamps
 
 
 class _Marker:
@@ -201,10 +195,9 @@ def _check_metric_key(key: object) -> None:
 
 def _history_columns(
     values: Iterable[float], steps: Iterable[int], timestamps: Iterable[int] | int | None
-) -> tuple[array[float], array[int], array[int] | int]:
-    """The columns of ``log_metric_history`` as arrays of float64 and int64 (one ms for
-    every point when ``timestamps`` is None or one integer), or InvalidInput saying what is
-    wrong."""
+) -> tuple[array[float], array[int], array[int]]:
+    """The columns of ``log_metric_history`` as arrays of float64 and int64 (one ms repeated
+    when ``timestamps`` is None or one integer), or InvalidInput saying what is wrong."""
     try:
         vals = _typed_array("d", values)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -213,7 +206,7 @@ def _history_columns(
         raise InvalidInput("steps are required: one integer per value")
     stps = _int64_column("steps", steps, len(vals))
     if timestamps is None:
-        return vals, stps, _time_ns() // 1_000_000
+        return vals, stps, array("q", (_time_ns() // 1_000_000,)) * len(vals)
     if isinstance(timestamps, bool):
         raise InvalidInput("timestamps must be ms: integers, not a bool")
     if isinstance(timestamps, Iterable):
@@ -224,7 +217,7 @@ def _history_columns(
         raise InvalidInput(f"timestamps must be ms, got {timestamps!r}") from None
     if not -(1 << 63) <= stamp < 1 << 63:
         raise InvalidInput(f"timestamp must be ms within 64 bits, got {stamp}")
-    return vals, stps, stamp
+    return vals, stps, array("q", (stamp,)) * len(vals)
 
 
 def _int64_column(name: str, column: Iterable[int], length: int) -> array[int]:
@@ -469,8 +462,7 @@ class Run:
             for start in range(0, n, size):
                 end = min(start + size, n)
                 self._q.append(_Series(
-                    self.run_id, key, vals[start:end], stps[start:end],
-                    stamps if isinstance(stamps, int) else stamps[start:end],
+                    self.run_id, key, vals[start:end], stps[start:end], stamps[start:end]
                 ))
                 queued = end
         except BaseException:
@@ -1129,11 +1121,11 @@ class Client:
         else:
             # A _Series item holds up to flush_points points: the drain stops at _drain_max
             # points, not items, so that one spool write stays within the bounds.
-            items, points = [], 0
-            while q and points < self._drain_max:
+            items, taken = [], 0
+            while q and taken < self._drain_max:
                 item = popleft()
                 items.append(item)
-                points += len(item.values) if item.__class__ is _Series else 1
+                taken += len(item.values) if item.__class__ is _Series else 1
         records, markers, points, series = self._encode(items)
         if series:
             self._count_series(-series)
@@ -1232,10 +1224,9 @@ class Client:
         if len(parts) > 1:
             values = array("d", b"".join(p.values.tobytes() for p in parts))
             steps = array("q", b"".join(p.steps.tobytes() for p in parts))
-            stamps = array("q", b"".join(_stamps(p).tobytes() for p in parts))
+            stamps = array("q", b"".join(p.timestamps.tobytes() for p in parts))
         return (0, first.run_id.encode(), encode_metric_series(
-            first.run_id, first.key, values, steps,
-            stamps if isinstance(stamps, array) else _stamps(first),
+            first.run_id, first.key, values, steps, stamps,
             producer=self.producer_name, event_time_ms=now_ms(),
         ))
 

@@ -37,6 +37,11 @@ def _packed(typecode: str, data: Sequence[float] | Sequence[int]) -> str:
     return _b64(pack_column(typecode, data)).decode("ascii")
 
 
+def _one_key_index(n: int) -> str:
+    """The key_index column of ``n`` points of a single metric: n int32 zeros."""
+    return _b64(bytes(4 * n)).decode("ascii")
+
+
 def _names(keys: Sequence[str]) -> list[str]:
     """Each metric name once, in first-seen order. A batch of one metric is the usual case:
     count() compares the (shared) key objects, a dict of every key costs thirty times more."""
@@ -98,7 +103,7 @@ def encode_metrics(
     except OverflowError:
         return _encode_json(run_id, names, keys, (values, steps, timestamps),
                             producer=producer, event_time_ms=event_time_ms, event_id=event_id)
-    key_index = (_b64(bytes(4 * len(keys))).decode("ascii") if len(names) == 1
+    key_index = (_one_key_index(len(keys)) if len(names) == 1
                  else _packed("i", _key_indexes(names, keys)))
     return _wire("metrics.packed", _PACKED_BODY, run_id, names,
                  (key_index, _packed("d", values), steps_b64, timestamps_b64),
@@ -119,7 +124,7 @@ def encode_metric_series(
     """The wire form of one ``metrics.packed`` event of one metric, from arrays of equal
     length (typecodes ``d``, ``q``, ``q``): no Python object a point is made."""
     return _wire("metrics.packed", _PACKED_BODY, run_id, [key],
-                 (_b64(bytes(4 * len(values))).decode("ascii"), _packed("d", values),
+                 (_one_key_index(len(values)), _packed("d", values),
                   _packed("q", steps), _packed("q", timestamps)),
                  producer=producer, event_time_ms=event_time_ms, event_id=event_id)
 
